@@ -1,0 +1,1 @@
+"""Daily Papers Digest: the library. Every decision lives here; workers/ and web routes are thin."""

@@ -1,0 +1,215 @@
+"""One typed Settings object read from DIGEST_* variables and validated before anything runs.
+
+A bad value stops the process with one line naming the variable (ConfigError), never a traceback
+from deep inside a request: operators read these messages at 3 a.m.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from digest.errors import ConfigError
+
+ARXIV_CATEGORY = re.compile(r"^[a-z][a-z-]*(\.[A-Za-z][A-Za-z-]*)?$")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_PAPERS = REPO_ROOT / "samples" / "papers.jsonl"
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One entry of DIGEST_SOURCES: `hf`, `arxiv:cs.LG+cs.CL` or `file:PATH`."""
+
+    kind: Literal["hf", "arxiv", "file"]
+    argument: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.argument}" if self.argument else self.kind
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return tuple(self.argument.split("+")) if self.kind == "arxiv" else ()
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """DIGEST_SMTP_URL taken apart: smtp:// uses STARTTLS when offered, smtps:// is TLS from the start."""
+
+    host: str
+    port: int
+    ssl: bool
+    starttls: Literal["auto", "require", "off"]
+    username: str | None
+    password: str | None
+
+    def __repr__(self) -> str:  # never print the password into a log
+        return f"SmtpSettings(host={self.host!r}, port={self.port}, ssl={self.ssl}, user={self.username!r})"
+
+
+def parse_sources(value: str) -> tuple[SourceSpec, ...]:
+    specs: list[SourceSpec] = []
+    for raw in value.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        kind, _, argument = item.partition(":")
+        if kind == "hf":
+            if argument:
+                raise ValueError(f"'hf' takes no argument, got {item!r}")
+            specs.append(SourceSpec("hf"))
+        elif kind == "arxiv":
+            categories = [c for c in argument.split("+") if c]
+            if not categories:
+                raise ValueError("'arxiv' needs categories, e.g. arxiv:cs.LG+cs.CL")
+            bad = [c for c in categories if not ARXIV_CATEGORY.match(c)]
+            if bad:
+                raise ValueError(f"not an arXiv category: {', '.join(bad)}")
+            specs.append(SourceSpec("arxiv", "+".join(categories)))
+        elif kind == "file":
+            if not argument:
+                raise ValueError("'file' needs a path, e.g. file:papers.jsonl")
+            specs.append(SourceSpec("file", argument))
+        else:
+            raise ValueError(f"unknown source {kind!r} (known: hf, arxiv:CATS, file:PATH)")
+    if not specs:
+        raise ValueError("no source given")
+    return tuple(specs)
+
+
+def parse_smtp_url(value: str) -> SmtpSettings:
+    parts = urlsplit(value)
+    if parts.scheme not in ("smtp", "smtps"):
+        raise ValueError("must start with smtp:// or smtps://")
+    if not parts.hostname:
+        raise ValueError("has no host")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"bad port: {exc}") from None
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    starttls = query.get("starttls", "auto")
+    if starttls not in ("auto", "require", "off"):
+        raise ValueError("starttls= must be auto, require or off")
+    ssl = parts.scheme == "smtps"
+    return SmtpSettings(
+        host=parts.hostname,
+        port=port or (465 if ssl else 587),
+        ssl=ssl,
+        starttls="off" if ssl else starttls,  # type: ignore[arg-type]
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+def _check_url(value: str, schemes: tuple[str, ...]) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not (parts.netloc or parts.scheme == "sqlite"):
+        raise ValueError(f"must be a {' or '.join(s + '://' for s in schemes)} URL, got {value!r}")
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DIGEST_", frozen=True, extra="ignore")
+
+    database_url: str = "sqlite:///digest.db"
+    broker_url: str = "redis://localhost:6379/0"
+    smtp_url: str | None = None
+    outbox_dir: Path = Path("outbox")
+    base_url: str = "http://localhost:8000"
+    secret_key: str = "insecure-development-key-set-DIGEST_SECRET_KEY"
+    sender: str = Field("Daily Papers Digest <digest@localhost>", validation_alias=AliasChoices("DIGEST_FROM"))
+    sources: str = "hf"
+    hf_api_url: str = "https://huggingface.co"
+    arxiv_api_url: str = "https://export.arxiv.org"
+    # The footer line that says who sends the digest and how to reach them (anti-spam laws ask for it).
+    postal_address: str = "Daily Papers Digest, run by the operator of this server"
+    list_id: str = ""
+    unsubscribe_mailto: str = ""
+    smtp_rate: float = Field(50.0, gt=0)
+    dkim_key_file: Path | None = None
+    dkim_selector: str = "digest"
+    bounce_imap_url: str | None = None
+    http_timeout: float = Field(20.0, gt=0)
+    port: int = Field(8000, ge=1, le=65535, validation_alias=AliasChoices("PORT", "DIGEST_PORT"))
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme.split("+")[0]
+        if scheme not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError(f"must be sqlite:///PATH or postgresql://..., got {value!r}")
+        if scheme == "postgres" or value.startswith("postgresql://"):
+            # psycopg 3 is the driver we ship; the bare scheme would ask SQLAlchemy for psycopg2.
+            value = "postgresql+psycopg://" + value.split("://", 1)[1]
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        return _check_url(value, ("redis", "rediss", "amqp", "memory"))
+
+    @field_validator("base_url", "hf_api_url", "arxiv_api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _check_url(value, ("http", "https")).rstrip("/")
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: str | None) -> str | None:
+        if value:
+            parse_smtp_url(value)
+        return value or None
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, value: str) -> str:
+        parse_sources(value)
+        return value
+
+    @field_validator("sender")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        if "\r" in value or "\n" in value or "@" not in value:
+            raise ValueError("must be one line with an address, e.g. 'Papers <digest@example.org>'")
+        return value
+
+    @property
+    def source_specs(self) -> tuple[SourceSpec, ...]:
+        return parse_sources(self.sources)
+
+    @property
+    def smtp(self) -> SmtpSettings | None:
+        return parse_smtp_url(self.smtp_url) if self.smtp_url else None
+
+    @property
+    def sender_domain(self) -> str:
+        return self.sender.rsplit("@", 1)[1].strip("> ")
+
+
+def _env_name(loc: tuple) -> str:
+    field = str(loc[0]) if loc else "?"
+    if field.startswith("DIGEST_") or field == "PORT":  # fields read through an alias
+        return field
+    return "DIGEST_" + field.upper()
+
+
+def load_settings(**overrides) -> Settings:
+    """Read and validate the environment; raise ConfigError with one line naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{_env_name(first['loc'])}: {message}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

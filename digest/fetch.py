@@ -1,0 +1,107 @@
+"""Fetch every configured source and store what each returned.
+
+Each source is all or nothing: its papers are stored in one transaction after the whole answer
+was read, so a source that fails half-way leaves the store as it was. A failing source does not
+stop the others; the run reports it and ends non-zero.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+
+import httpx
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from digest.config import SAMPLE_PAPERS, Settings, SourceSpec
+from digest.errors import SourceError
+from digest.ingest import IngestCounts, store_fetch
+from digest.models import Paper
+from digest.sources import make_source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FetchReport:
+    counts: IngestCounts = field(default_factory=IngestCounts)
+    per_source: dict[str, IngestCounts] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def summary(self) -> str:
+        c = self.counts
+        return f"{c.new} new, {c.updated} updated, {c.unchanged} unchanged, {c.skipped} skipped"
+
+
+def http_client(settings: Settings, transport: httpx.BaseTransport | None = None) -> httpx.Client:
+    return httpx.Client(
+        timeout=httpx.Timeout(settings.http_timeout, connect=min(10.0, settings.http_timeout)),
+        headers={"User-Agent": "daily-papers-digest/0.1 (self-hosted paper digest)"},
+        follow_redirects=True,
+        transport=transport,
+    )
+
+
+def fetch_papers(
+    session_factory: Callable[[], Session],
+    settings: Settings,
+    day: date | None = None,
+    transport: httpx.BaseTransport | None = None,
+    now: datetime | None = None,
+    specs: tuple[SourceSpec, ...] | None = None,
+) -> FetchReport:
+    now = now or datetime.now(timezone.utc)
+    day = day or now.date()
+    report = FetchReport()
+    with http_client(settings, transport) as client:
+        for spec in specs or settings.source_specs:
+            try:
+                result = make_source(spec, settings, client).fetch(day)
+            except SourceError as exc:
+                report.errors.append(str(exc))
+                continue
+            with session_factory() as session, session.begin():
+                counts = store_fetch(session, result, now)
+            report.per_source[str(spec)] = counts
+            report.counts.add(counts)
+            log.info("%s: %d new, %d updated, %d skipped", spec, counts.new, counts.updated, counts.skipped)
+    return report
+
+
+def store_is_empty(session: Session) -> bool:
+    return not session.scalar(select(func.count()).select_from(Paper))
+
+
+def fetch_with_sample_fallback(
+    session_factory: Callable[[], Session],
+    settings: Settings,
+    sources_configured: bool,
+    day: date | None = None,
+    transport: httpx.BaseTransport | None = None,
+    now: datetime | None = None,
+) -> FetchReport:
+    """The quick start: live sources when reachable; the bundled sample on a first run offline.
+
+    Only when the operator chose no sources (DIGEST_SOURCES unset) and the store is still empty:
+    a configured service never mixes sample papers into real ones.
+    """
+    report = fetch_papers(session_factory, settings, day, transport, now)
+    if report.ok or sources_configured:
+        return report
+    with session_factory() as session:
+        if not store_is_empty(session):
+            return report
+    sample = fetch_papers(session_factory, settings, day, None, now, (SourceSpec("file", str(SAMPLE_PAPERS)),))
+    sample.notes.append(
+        f"live sources unreachable ({report.errors[0]}); loaded the bundled sample instead. "
+        "Set DIGEST_SOURCES to choose sources (e.g. hf,arxiv:cs.LG)."
+    )
+    return sample

@@ -1,0 +1,119 @@
+"""arXiv API: papers submitted to the given categories in the two days up to the fetch date.
+
+The API matches a category whether it is the paper's primary one or a cross-list, so a digest
+gets new and cross-listed papers. arXiv asks for one request every 3 seconds: the Fetcher keeps
+that interval between pages.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from xml.etree.ElementTree import Element, ParseError
+
+import httpx
+from defusedxml import ElementTree
+from defusedxml.common import DefusedXmlException
+
+from digest.errors import SourceError
+from digest.sources.base import FetchResult, PaperRecord, clean_text, normalise_arxiv_id, parse_datetime
+from digest.sources.http import Fetcher
+
+NS = {
+    "atom": "http://www.w3.org/2005/Atom",
+    "arxiv": "http://arxiv.org/schemas/atom",
+    "opensearch": "http://a9.com/-/spec/opensearch/1.1/",
+}
+PAGE_SIZE = 200
+MAX_RESULTS = 30_000  # the API's own ceiling
+REQUEST_INTERVAL = 3.0
+
+
+def search_query(categories: tuple[str, ...], day: date) -> str:
+    cats = " OR ".join(f"cat:{c}" for c in categories)
+    start = (day - timedelta(days=1)).strftime("%Y%m%d0000")
+    end = day.strftime("%Y%m%d2359")
+    return f"({cats}) AND submittedDate:[{start} TO {end}]"
+
+
+def _text(entry: Element, path: str) -> str:
+    node = entry.find(path, NS)
+    return clean_text(node.text) if node is not None and node.text else ""
+
+
+def parse_entry(entry: Element) -> PaperRecord:
+    raw_id = _text(entry, "atom:id")
+    arxiv_id = normalise_arxiv_id(raw_id)
+    if not arxiv_id:
+        raise ValueError(f"entry id {raw_id!r} is not an arXiv id")
+    title = _text(entry, "atom:title")
+    if not title:
+        raise ValueError(f"{arxiv_id}: no title")
+    primary = entry.find("arxiv:primary_category", NS)
+    categories = [primary.get("term")] if primary is not None and primary.get("term") else []
+    for node in entry.findall("atom:category", NS):
+        term = node.get("term")
+        if term and term not in categories:
+            categories.append(term)
+    return PaperRecord(
+        id=arxiv_id,
+        title=title,
+        abstract=_text(entry, "atom:summary"),
+        authors=[clean_text(n.text) for n in entry.findall("atom:author/atom:name", NS) if n.text and n.text.strip()],
+        categories=categories,
+        published_at=parse_datetime(_text(entry, "atom:published")),
+        source="arxiv",
+    )
+
+
+def parse_feed(body: bytes, url: str) -> tuple[list[PaperRecord], list[str], int]:
+    """Return (papers, skipped, total results); raise SourceError for an unreadable or error feed."""
+    try:
+        root = ElementTree.fromstring(body)
+    except (ParseError, DefusedXmlException) as exc:
+        raise SourceError(f"arxiv: {url} did not answer a readable Atom feed ({exc})") from None
+    if root.tag != f"{{{NS['atom']}}}feed":
+        raise SourceError(f"arxiv: {url} answered <{root.tag}>, expected an Atom feed")
+    entries = root.findall("atom:entry", NS)
+    if len(entries) == 1 and "/api/errors" in _text(entries[0], "atom:id"):
+        raise SourceError(f"arxiv: the API refused the query: {_text(entries[0], 'atom:summary')}")
+    total_text = _text(root, "opensearch:totalResults")
+    total = int(total_text) if total_text.isdigit() else len(entries)
+    papers, skipped = [], []
+    for position, entry in enumerate(entries):
+        try:
+            papers.append(parse_entry(entry))
+        except ValueError as exc:
+            skipped.append(f"arxiv entry {position}: {exc}")
+    return papers, skipped, total
+
+
+class ArxivSource:
+    name = "arxiv"
+
+    def __init__(
+        self, client: httpx.Client, api_url: str, categories: tuple[str, ...], fetcher: Fetcher | None = None
+    ) -> None:
+        self.url = f"{api_url}/api/query"
+        self.categories = categories
+        self.fetcher = fetcher or Fetcher(client, "arxiv", min_interval=REQUEST_INTERVAL, backoff=REQUEST_INTERVAL)
+
+    def fetch(self, day: date) -> FetchResult:
+        result = FetchResult(f"arxiv:{'+'.join(self.categories)}")
+        query = search_query(self.categories, day)
+        start = 0
+        while start < MAX_RESULTS:
+            params = {
+                "search_query": query,
+                "start": start,
+                "max_results": PAGE_SIZE,
+                "sortBy": "submittedDate",
+                "sortOrder": "descending",
+            }
+            response = self.fetcher.get(self.url, params)
+            papers, skipped, total = parse_feed(response.content, self.url)
+            result.papers.extend(papers)
+            result.skipped.extend(skipped)
+            start += len(papers) + len(skipped)
+            if not papers and not skipped or start >= total:
+                break
+        return result
