@@ -7,6 +7,8 @@ that interval between pages.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import date, timedelta
 from xml.etree.ElementTree import Element, ParseError
 
@@ -91,11 +93,19 @@ class ArxivSource:
     name = "arxiv"
 
     def __init__(
-        self, client: httpx.Client, api_url: str, categories: tuple[str, ...], fetcher: Fetcher | None = None
+        self,
+        client: httpx.Client,
+        api_url: str,
+        categories: tuple[str, ...],
+        sleep: Callable[[float], None] = time.sleep,
+        attempts: int = 4,
+        backoff: float = REQUEST_INTERVAL,
     ) -> None:
         self.url = f"{api_url}/api/query"
         self.categories = categories
-        self.fetcher = fetcher or Fetcher(client, "arxiv", min_interval=REQUEST_INTERVAL, backoff=REQUEST_INTERVAL)
+        self.fetcher = Fetcher(
+            client, "arxiv", attempts=attempts, backoff=backoff, min_interval=REQUEST_INTERVAL, sleep=sleep
+        )
 
     def fetch(self, day: date) -> FetchResult:
         result = FetchResult(f"arxiv:{'+'.join(self.categories)}")

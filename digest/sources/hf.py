@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from datetime import date
 
 import httpx
@@ -75,9 +77,16 @@ def parse_page(body: bytes, url: str) -> tuple[list[PaperRecord], list[str]]:
 class HuggingFaceSource:
     name = "hf"
 
-    def __init__(self, client: httpx.Client, api_url: str, fetcher: Fetcher | None = None) -> None:
+    def __init__(
+        self,
+        client: httpx.Client,
+        api_url: str,
+        sleep: Callable[[float], None] = time.sleep,
+        attempts: int = 4,
+        backoff: float = 2.0,
+    ) -> None:
         self.url = f"{api_url}/api/daily_papers"
-        self.fetcher = fetcher or Fetcher(client, "hf")
+        self.fetcher = Fetcher(client, "hf", attempts=attempts, backoff=backoff, sleep=sleep)
 
     def fetch(self, day: date) -> FetchResult:
         result = FetchResult(self.name)
