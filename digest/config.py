@@ -137,6 +137,8 @@ class Settings(BaseSettings):
     dkim_selector: str = "digest"
     bounce_imap_url: str | None = None
     http_timeout: float = Field(20.0, gt=0)
+    # Celery queue; tests give each run its own so parallel runs on one Redis never mix.
+    queue: str = Field("digest", pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
     port: int = Field(8000, ge=1, le=65535, validation_alias=AliasChoices("PORT", "DIGEST_PORT"))
 
     @field_validator("database_url")
