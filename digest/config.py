@@ -138,6 +138,9 @@ class Settings(BaseSettings):
     bounce_imap_url: str | None = None
     http_timeout: float = Field(20.0, gt=0)
     port: int = Field(8000, ge=1, le=65535, validation_alias=AliasChoices("PORT", "DIGEST_PORT"))
+    # Subscribe-form posts one client address may make per hour before it gets 429 (counted in
+    # Redis at DIGEST_BROKER_URL when reachable, else in the web process).
+    subscribe_rate_limit: int = Field(20, ge=1)
 
     @field_validator("database_url")
     @classmethod
