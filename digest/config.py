@@ -137,6 +137,10 @@ class Settings(BaseSettings):
     dkim_selector: str = "digest"
     bounce_imap_url: str | None = None
     http_timeout: float = Field(20.0, gt=0)
+    http_attempts: int = Field(4, ge=1, le=10)  # per request to a paper source
+    http_backoff: float = Field(2.0, ge=0, le=60)  # seconds before the 2nd try; doubles after
+    # Celery queue; tests give each run its own so parallel runs on one Redis never mix.
+    queue: str = Field("digest", pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
     port: int = Field(8000, ge=1, le=65535, validation_alias=AliasChoices("PORT", "DIGEST_PORT"))
     # Subscribe-form posts one client address may make per hour before it gets 429 (counted in
     # Redis at DIGEST_BROKER_URL when reachable, else in the web process).
