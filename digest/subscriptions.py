@@ -44,6 +44,8 @@ from digest.models import (
     Suppression,
     Topic,
 )
+from digest.matching import EditionIndex, QueryError, parse_query, rank, validate_topics
+from digest.schedule import next_due_at
 from digest.tokens import rotate_tokens
 
 log = logging.getLogger(__name__)
@@ -119,29 +121,11 @@ def split_topics(text: str) -> list[str]:
 
 
 def _query_error(topic: str) -> str | None:
-    """The matching parser's message for a topic it refuses, or None."""
+    """The matching parser's message for a topic it refuses (where and why), or None."""
     try:
-        from digest.matching import QueryError, validate_topics
-    except ImportError:  # TODO(matching): remove once digest.matching.validate_topics is on main
-        return _interim_query_error(topic)
-    try:
-        validate_topics([topic])
+        parse_query(topic)
     except QueryError as exc:
-        return str(exc)
-    return None
-
-
-def _interim_query_error(topic: str) -> str | None:
-    # Stands in for the matching issue's parser until it lands: balanced quotes and parentheses.
-    if topic.count('"') % 2:
-        return "a quote is not closed"
-    depth = 0
-    for position, char in enumerate(topic, 1):
-        depth += {"(": 1, ")": -1}.get(char, 0)
-        if depth < 0:
-            return f"a ')' at column {position} closes nothing"
-    if depth:
-        return "a '(' is not closed"
+        return exc.message + (f" at column {exc.column}" if exc.column else "")
     return None
 
 
@@ -166,10 +150,12 @@ def clean_topics(topics: Iterable[str] | str) -> list[str]:
         message = _query_error(topic)
         if message:
             errors.append((topic, message))
-        elif topic not in cleaned:
+        else:
             cleaned.append(topic)
     if errors:
         raise TopicErrors(errors)
+    # The parser's own tidying and de-duplication ("LLMs" and "llm" are one topic).
+    cleaned = validate_topics(cleaned)
     if not cleaned:
         raise InvalidInput({"topics": "give at least one topic"})
     if len(cleaned) > MAX_TOPICS:
@@ -208,27 +194,8 @@ def check_hour(value) -> int | None:
 
 
 def _schedule(subscriber: Subscriber, now: datetime) -> None:
-    if subscriber.status != SubscriberStatus.active:
-        subscriber.next_due_at = None
-        return
-    try:
-        from digest.schedule import next_due_at
-    except ImportError:  # TODO(schedule): delivery's digest.schedule lands on main soon
-        next_due_at = _interim_next_due_at
-    subscriber.next_due_at = next_due_at(subscriber, now)
-
-
-def _interim_next_due_at(subscriber: Subscriber, now: datetime) -> datetime:
-    zone = ZoneInfo(subscriber.timezone or "UTC")
-    local = now.astimezone(zone)
-    for offset in range(0, 9):
-        day = local.date() + timedelta(days=offset)
-        if subscriber.frequency == Frequency.weekly and day.weekday() != subscriber.weekday:
-            continue
-        candidate = datetime(day.year, day.month, day.day, subscriber.delivery_hour, tzinfo=zone)
-        if candidate > now:
-            return candidate.astimezone(timezone.utc)
-    raise AssertionError("a due time always exists within eight days")
+    """Only active subscribers are due; the delivery schedule decides when."""
+    subscriber.next_due_at = next_due_at(subscriber, now) if subscriber.status == SubscriberStatus.active else None
 
 
 # ---------------------------------------------------------------- confirmation email
@@ -691,27 +658,4 @@ def edition_matches(session: Session, subscriber: Subscriber, edition: date) -> 
 
 
 def _rank(papers: list[Paper], topics: list[str]) -> list[Paper]:
-    try:
-        from digest.matching import EditionIndex, rank
-    except ImportError:  # TODO(matching): interim word matching until digest.matching lands
-        return _interim_rank(papers, topics)
-    index = EditionIndex(papers)
-    return [m.paper for m in rank(index, topics)]
-
-
-def _interim_rank(papers: list[Paper], topics: list[str]) -> list[Paper]:
-    def words(text: str) -> set[str]:
-        return set(re.findall(r"[a-z0-9]+", text.lower()))
-
-    hits = []
-    for paper in papers:
-        title, body = words(paper.title), words(paper.title + " " + paper.abstract)
-        score = 0
-        for topic in topics:
-            needed = words(topic.replace(" OR ", " ")) - {"or"}
-            if needed and needed <= body:
-                score += 2 if needed <= title else 1
-        if score:
-            hits.append((score, paper.upvotes, paper))
-    hits.sort(key=lambda h: (-h[0], -h[1], h[2].id))
-    return [h[2] for h in hits]
+    return [match.paper for match in rank(EditionIndex.build(papers), topics)]
