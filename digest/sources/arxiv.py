@@ -17,7 +17,14 @@ from defusedxml import ElementTree
 from defusedxml.common import DefusedXmlException
 
 from digest.errors import SourceError
-from digest.sources.base import FetchResult, PaperRecord, clean_text, normalise_arxiv_id, parse_datetime
+from digest.sources.base import (
+    FetchResult,
+    PaperRecord,
+    clean_text,
+    normalise_arxiv_id,
+    parse_datetime,
+    parse_each,
+)
 from digest.sources.http import Fetcher
 
 NS = {
@@ -80,12 +87,7 @@ def parse_feed(body: bytes, url: str) -> tuple[list[PaperRecord], list[str], int
         raise SourceError(f"arxiv: the API refused the query: {_text(entries[0], 'atom:summary')}")
     total_text = _text(root, "opensearch:totalResults")
     total = int(total_text) if total_text.isdigit() else len(entries)
-    papers, skipped = [], []
-    for position, entry in enumerate(entries):
-        try:
-            papers.append(parse_entry(entry))
-        except ValueError as exc:
-            skipped.append(f"arxiv entry {position}: {exc}")
+    papers, skipped = parse_each(entries, parse_entry, "arxiv entry")
     return papers, skipped, total
 
 

@@ -17,6 +17,7 @@ from digest.sources.base import (
     http_url_or_none,
     normalise_arxiv_id,
     parse_datetime,
+    parse_each,
 )
 from digest.sources.http import Fetcher
 
@@ -65,13 +66,7 @@ def parse_page(body: bytes, url: str) -> tuple[list[PaperRecord], list[str]]:
         raise SourceError(f"hf: {url} did not answer JSON ({exc.__class__.__name__}: {exc})") from None
     if not isinstance(items, list):
         raise SourceError(f"hf: {url} answered a {type(items).__name__}, expected a list of papers")
-    papers, skipped = [], []
-    for position, item in enumerate(items):
-        try:
-            papers.append(parse_item(item))
-        except ValueError as exc:
-            skipped.append(f"hf item {position}: {exc}")
-    return papers, skipped
+    return parse_each(items, parse_item, "hf item")
 
 
 class HuggingFaceSource:
