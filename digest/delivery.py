@@ -610,6 +610,7 @@ def send_batch(
     now: datetime | None = None,
     sleep: Callable[[float], None] = time.sleep,
     on_progress: Callable[..., None] | None = None,
+    composer: DigestComposer | None = None,
 ) -> SendReport:
     """Claim, build and send these deliveries over one connection; record each outcome."""
     now = now or utcnow()
@@ -620,13 +621,13 @@ def send_batch(
         return report
     if transport is None:
         with open_transport(settings) as own:
-            return _send_claimed(factory, settings, claimed, own, now, sleep, report, on_progress)
-    return _send_claimed(factory, settings, claimed, transport, now, sleep, report, on_progress)
+            return _send_claimed(factory, settings, claimed, own, now, sleep, report, on_progress, composer)
+    return _send_claimed(factory, settings, claimed, transport, now, sleep, report, on_progress, composer)
 
 
-def _send_claimed(factory, settings, claimed, transport, now, sleep, report, on_progress) -> SendReport:
+def _send_claimed(factory, settings, claimed, transport, now, sleep, report, on_progress, composer) -> SendReport:
     progress = on_progress or (lambda **counts: None)
-    composer = composer_for(settings)
+    composer = composer or composer_for(settings)
     with factory() as session:
         jobs, skipped = _load_jobs(session, claimed)
         matches = composer.match(session, jobs) if jobs else {}
