@@ -30,9 +30,8 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):
-            # pysqlite's own transaction handling emits no BEGIN before a SAVEPOINT, so releasing
-            # a savepoint committed for real (and tests could not roll back code that commits).
-            # SQLAlchemy's documented fix: let SQLAlchemy emit BEGIN itself (see "begin" below).
+            # SQLAlchemy, not pysqlite, opens transactions: otherwise SAVEPOINTs (nested
+            # transactions, the tests' rolled-back sessions) silently do not nest.
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
