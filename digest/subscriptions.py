@@ -286,6 +286,7 @@ class SubscribeOutcome:
     subscriber: Subscriber
     created: bool = False
     confirmation_sent: bool = False
+    confirmation_due: bool = False
     note: str = ""
 
 
@@ -311,7 +312,10 @@ def subscribe_request(
     confirmed: bool = False,
     now: datetime | None = None,
     transport=None,
+    defer_confirmation: bool = False,
 ) -> SubscribeOutcome:
+    """subscribe(), telling what happened. With defer_confirmation the email is not sent here:
+    `confirmation_due` says whether the caller should run send_due_confirmation after commit."""
     now = now or datetime.now(UTC)
     address = normalise_email(email)
     cleaned = clean_topics(topics)
@@ -358,10 +362,26 @@ def subscribe_request(
         outcome.note = "active (confirmed by the operator)"
     else:
         _schedule(subscriber, now)
-        outcome.confirmation_sent = send_confirmation(session, subscriber, settings, now=now, transport=transport)
-        outcome.note = "confirmation sent" if outcome.confirmation_sent else "confirmation not sent (hourly cap or mail failure)"
+        if defer_confirmation:
+            outcome.confirmation_due = _may_send_confirmation(subscriber, now)
+            outcome.note = "confirmation to be sent" if outcome.confirmation_due else "confirmation not sent (hourly cap)"
+        else:
+            outcome.confirmation_sent = send_confirmation(session, subscriber, settings, now=now, transport=transport)
+            outcome.note = "confirmation sent" if outcome.confirmation_sent else "confirmation not sent (hourly cap or mail failure)"
     session.flush()
     return outcome
+
+
+def send_due_confirmation(session: Session, subscriber_id: int, settings: Settings, *, now=None, transport=None) -> bool:
+    """The deferred half of a subscribe request, run after its transaction committed (the web
+    sends after answering, so the answer's timing does not tell whether the address was known).
+    Locks the row so two requests racing for one address still respect the hourly cap."""
+    subscriber = session.scalars(
+        select(Subscriber).where(Subscriber.id == subscriber_id).with_for_update()
+    ).one_or_none()
+    if subscriber is None or subscriber.status != SubscriberStatus.pending:
+        return False
+    return send_confirmation(session, subscriber, settings, now=now, transport=transport)
 
 
 def subscribe(

@@ -10,6 +10,7 @@ from datetime import date
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from digest import subscriptions as subs
@@ -98,16 +99,23 @@ async def subscribe(request: Request):
             return _landing(request, values, {"errors": {"email": "must be one line"}, "topic_errors": []}, 422)
         try:
             with unit_of_work(request) as session:
-                subs.subscribe_request(
+                outcome = subs.subscribe_request(
                     session, values["email"], values["topics"], _settings(request),
-                    timezone=values["timezone"] or None, hour=values["hour"] or None,
-                    transport=request.app.state.transport,
+                    timezone=values["timezone"] or None, hour=values["hour"] or None, defer_confirmation=True,
                 )
+                subscriber_id = outcome.subscriber.id
         except subs.InvalidInput as exc:
             return _landing(request, values, _form_errors(exc), 422)
-        return RedirectResponse("/subscribed", status_code=303)
+        # The email goes out after the answer: its timing must not tell a new address from a known one.
+        task = BackgroundTask(_send_confirmation, request, subscriber_id) if outcome.confirmation_due else None
+        return RedirectResponse("/subscribed", status_code=303, background=task)
 
     return await run_in_threadpool(work)
+
+
+def _send_confirmation(request: Request, subscriber_id: int) -> None:
+    with unit_of_work(request) as session:
+        subs.send_due_confirmation(session, subscriber_id, _settings(request), transport=request.app.state.transport)
 
 
 @router.get("/subscribed", response_class=HTMLResponse)
