@@ -1,5 +1,24 @@
-"""Topic matching: query parser, normaliser, per-edition index, ranking and explanations."""
+"""Topic matching: query parser, normaliser, per-edition index, ranking and explanations.
 
+    index = EditionIndex.build(papers)                  # once per edition
+    rank(index, ["pretraining", "diffusion -video"])    # one subscriber's digest
+    match_subscribers(index, {subscriber_id: topics})   # everyone, each distinct topic once
+"""
+
+from digest.matching.index import EditionIndex
+from digest.matching.query import Query, QueryError, parse_query, validate_topics
+from digest.matching.rank import match_subscribers, rank
 from digest.matching.results import Match
+from digest.matching.search import search
 
-__all__ = ["Match"]
+__all__ = [
+    "EditionIndex",
+    "Match",
+    "Query",
+    "QueryError",
+    "match_subscribers",
+    "parse_query",
+    "rank",
+    "search",
+    "validate_topics",
+]

@@ -5,8 +5,6 @@ A source never writes to the store; ingest.py merges what the sources return.
 
 from __future__ import annotations
 
-from datetime import date
-
 import httpx
 
 from digest.config import Settings, SourceSpec
@@ -20,12 +18,12 @@ def make_source(spec: SourceSpec, settings: Settings, client: httpx.Client) -> S
     from digest.sources.file import FileSource
     from digest.sources.hf import HuggingFaceSource
 
+    retry = {"attempts": settings.http_attempts, "backoff": settings.http_backoff}
     if spec.kind == "hf":
-        return HuggingFaceSource(client, settings.hf_api_url)
+        return HuggingFaceSource(client, settings.hf_api_url, **retry)
     if spec.kind == "arxiv":
-        return ArxivSource(client, settings.arxiv_api_url, spec.categories)
+        # arXiv's terms ask for 3 s between requests whatever the back-off says.
+        retry["backoff"] = max(settings.http_backoff, 3.0)
+        return ArxivSource(client, settings.arxiv_api_url, spec.categories, **retry)
     return FileSource(spec.argument)
 
-
-def fetch_all(specs, settings: Settings, day: date, client: httpx.Client) -> list[FetchResult]:
-    return [make_source(spec, settings, client).fetch(day) for spec in specs]

@@ -7,6 +7,8 @@ that interval between pages.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import date, timedelta
 from xml.etree.ElementTree import Element, ParseError
 
@@ -15,7 +17,14 @@ from defusedxml import ElementTree
 from defusedxml.common import DefusedXmlException
 
 from digest.errors import SourceError
-from digest.sources.base import FetchResult, PaperRecord, clean_text, normalise_arxiv_id, parse_datetime
+from digest.sources.base import (
+    FetchResult,
+    PaperRecord,
+    clean_text,
+    normalise_arxiv_id,
+    parse_datetime,
+    parse_each,
+)
 from digest.sources.http import Fetcher
 
 NS = {
@@ -78,12 +87,7 @@ def parse_feed(body: bytes, url: str) -> tuple[list[PaperRecord], list[str], int
         raise SourceError(f"arxiv: the API refused the query: {_text(entries[0], 'atom:summary')}")
     total_text = _text(root, "opensearch:totalResults")
     total = int(total_text) if total_text.isdigit() else len(entries)
-    papers, skipped = [], []
-    for position, entry in enumerate(entries):
-        try:
-            papers.append(parse_entry(entry))
-        except ValueError as exc:
-            skipped.append(f"arxiv entry {position}: {exc}")
+    papers, skipped = parse_each(entries, parse_entry, "arxiv entry")
     return papers, skipped, total
 
 
@@ -91,11 +95,19 @@ class ArxivSource:
     name = "arxiv"
 
     def __init__(
-        self, client: httpx.Client, api_url: str, categories: tuple[str, ...], fetcher: Fetcher | None = None
+        self,
+        client: httpx.Client,
+        api_url: str,
+        categories: tuple[str, ...],
+        sleep: Callable[[float], None] = time.sleep,
+        attempts: int = 4,
+        backoff: float = REQUEST_INTERVAL,
     ) -> None:
         self.url = f"{api_url}/api/query"
         self.categories = categories
-        self.fetcher = fetcher or Fetcher(client, "arxiv", min_interval=REQUEST_INTERVAL, backoff=REQUEST_INTERVAL)
+        self.fetcher = Fetcher(
+            client, "arxiv", attempts=attempts, backoff=backoff, min_interval=REQUEST_INTERVAL, sleep=sleep
+        )
 
     def fetch(self, day: date) -> FetchResult:
         result = FetchResult(f"arxiv:{'+'.join(self.categories)}")

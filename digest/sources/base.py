@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Protocol
@@ -48,6 +49,17 @@ def http_url_or_none(value: object) -> str | None:
     if isinstance(value, str) and value.strip().lower().startswith(("http://", "https://")):
         return value.strip()
     return None
+
+
+def parse_each(items, parse: Callable[[object], PaperRecord], label: str) -> tuple[list[PaperRecord], list[str]]:
+    """Parse every item; a bad one (ValueError) is skipped with its position, the rest is kept."""
+    papers, skipped = [], []
+    for position, item in enumerate(items):
+        try:
+            papers.append(parse(item))
+        except ValueError as exc:
+            skipped.append(f"{label} {position}: {exc}")
+    return papers, skipped
 
 
 @dataclass

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from datetime import date
 
 import httpx
@@ -15,6 +17,7 @@ from digest.sources.base import (
     http_url_or_none,
     normalise_arxiv_id,
     parse_datetime,
+    parse_each,
 )
 from digest.sources.http import Fetcher
 
@@ -63,21 +66,22 @@ def parse_page(body: bytes, url: str) -> tuple[list[PaperRecord], list[str]]:
         raise SourceError(f"hf: {url} did not answer JSON ({exc.__class__.__name__}: {exc})") from None
     if not isinstance(items, list):
         raise SourceError(f"hf: {url} answered a {type(items).__name__}, expected a list of papers")
-    papers, skipped = [], []
-    for position, item in enumerate(items):
-        try:
-            papers.append(parse_item(item))
-        except ValueError as exc:
-            skipped.append(f"hf item {position}: {exc}")
-    return papers, skipped
+    return parse_each(items, parse_item, "hf item")
 
 
 class HuggingFaceSource:
     name = "hf"
 
-    def __init__(self, client: httpx.Client, api_url: str, fetcher: Fetcher | None = None) -> None:
+    def __init__(
+        self,
+        client: httpx.Client,
+        api_url: str,
+        sleep: Callable[[float], None] = time.sleep,
+        attempts: int = 4,
+        backoff: float = 2.0,
+    ) -> None:
         self.url = f"{api_url}/api/daily_papers"
-        self.fetcher = fetcher or Fetcher(client, "hf")
+        self.fetcher = Fetcher(client, "hf", attempts=attempts, backoff=backoff, sleep=sleep)
 
     def fetch(self, day: date) -> FetchResult:
         result = FetchResult(self.name)

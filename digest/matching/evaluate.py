@@ -1,0 +1,66 @@
+"""Evaluate a parsed query against an edition index: which papers match, and on which words.
+
+Two passes: sets of papers first (cheap set algebra), then, for the papers that matched, the
+occurrences that made them match (the words of included terms; exclusions contribute none).
+The result is cached on the index under the query's canonical key.
+"""
+
+from __future__ import annotations
+
+from digest.matching.index import EditionIndex
+from digest.matching.query import AllWords, And, Node, Not, Or, Query, Term
+
+Evidence = tuple[tuple[int, int, int], ...]  # (field, first, last) token positions
+QueryHits = dict[int, Evidence]  # paper position in the edition -> why it matched
+
+
+def evaluate(index: EditionIndex, query: Query) -> QueryHits:
+    cached = index.query_cache.get(query.key)
+    if cached is not None:
+        return cached
+    sets: dict[int, set[int]] = {}
+    matched = _papers(index, query.root, sets)
+    hits: QueryHits = {}
+    for paper in matched:
+        found: set[tuple[int, int, int]] = set()
+        _evidence(index, query.root, paper, sets, found)
+        hits[paper] = tuple(sorted(found))
+    index.query_cache[query.key] = hits
+    return hits
+
+
+def _papers(index: EditionIndex, node: Node, sets: dict[int, set[int]]) -> set[int]:
+    if isinstance(node, (Term, AllWords)):
+        result = set(index.term_hits(node))
+    elif isinstance(node, Not):
+        result = set(range(len(index))) - _papers(index, node.child, sets)
+    elif isinstance(node, Or):
+        result = set()
+        for child in node.children:
+            result |= _papers(index, child, sets)
+    else:
+        included = [child for child in node.children if not isinstance(child, Not)]
+        excluded = [child.child for child in node.children if isinstance(child, Not)]
+        if included:
+            result = set.intersection(*(_papers(index, child, sets) for child in included))
+        else:
+            result = set(range(len(index)))
+        for child in excluded:
+            if not result:
+                break
+            result -= _papers(index, child, sets)
+    sets[id(node)] = result
+    return result
+
+
+def _evidence(index: EditionIndex, node: Node, paper: int, sets: dict[int, set[int]], found: set) -> None:
+    if isinstance(node, (Term, AllWords)):
+        found.update(index.term_hits(node).get(paper, ()))
+    elif isinstance(node, And):
+        for child in node.children:
+            if not isinstance(child, Not):
+                _evidence(index, child, paper, sets, found)
+    elif isinstance(node, Or):
+        for child in node.children:
+            if paper in sets.get(id(child), ()):
+                _evidence(index, child, paper, sets, found)

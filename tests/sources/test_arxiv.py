@@ -1,0 +1,72 @@
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+
+from digest.errors import SourceError
+from digest.sources.arxiv import ArxivSource, search_query
+
+FEED = (Path(__file__).parents[1] / "fixtures" / "arxiv_feed.xml").read_bytes()
+DAY = date(2026, 11, 26)
+
+
+def arxiv(handler, sleeps=None) -> ArxivSource:
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    sleeps = sleeps if sleeps is not None else []
+    return ArxivSource(client, "http://arxiv.test", ("cs.LG", "cs.CL"), sleep=sleeps.append)
+
+
+def test_entries_become_papers_with_clean_text_and_no_version():
+    requests = []
+    result = arxiv(lambda r: (requests.append(r), httpx.Response(200, content=FEED))[1]).fetch(DAY)
+    assert [p.id for p in result.papers] == ["2611.01234", "2611.05678"]
+    first = result.papers[0]
+    assert first.title == "Scaling Laws for Multi-Modal Pre-Training: A Study"
+    assert first.abstract == "We study how multi-modal pre-training scales. We find that data matters more than size."
+    assert first.authors == ["Ana Ruiz", "Zoë Müller"]
+    assert first.categories == ["cs.CL", "cs.LG"]
+    assert first.published_at == datetime(2026, 11, 24, 17, 59, 44, tzinfo=timezone.utc)
+    # Markup in a title is kept as text, to be escaped where it is shown.
+    assert result.papers[1].title == "<script>alert(1)</script> Robust Training"
+    assert len(result.skipped) == 1 and "not-an-id" in result.skipped[0]
+    params = requests[0].url.params
+    assert params["search_query"] == search_query(("cs.LG", "cs.CL"), DAY)
+    assert "(cat:cs.LG OR cat:cs.CL) AND submittedDate:[202611250000 TO 202611262359]" == params["search_query"]
+
+
+def test_pages_are_requested_at_most_one_every_three_seconds():
+    entry = FEED.split(b"<entry>")[1].split(b"</entry>")[0]
+    pages = {
+        "0": FEED.split(b"<entry>")[0].replace(b">3<", b">2<") + b"<entry>" + entry + b"</entry></feed>",
+        "1": FEED.split(b"<entry>")[0].replace(b">3<", b">2<")
+        + b"<entry>"
+        + entry.replace(b"2611.01234", b"2611.09999")
+        + b"</entry></feed>",
+    }
+    sleeps: list[float] = []
+    result = arxiv(lambda r: httpx.Response(200, content=pages[r.url.params["start"]]), sleeps).fetch(DAY)
+    assert [p.id for p in result.papers] == ["2611.01234", "2611.09999"]
+    assert len(sleeps) == 1 and 2.9 < sleeps[0] <= 3.0
+
+
+def test_an_error_feed_is_an_error():
+    error_feed = b"""<?xml version="1.0" encoding="UTF-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom"><entry><id>http://arxiv.org/api/errors#incorrect_id_format_for_1234</id>
+<title>Error</title><summary>incorrect id format for 1234</summary></entry></feed>"""
+    with pytest.raises(SourceError, match="refused the query: incorrect id format"):
+        arxiv(lambda r: httpx.Response(200, content=error_feed)).fetch(DAY)
+
+
+@pytest.mark.parametrize("body", [FEED[: len(FEED) // 2], b"<html><body>Rate exceeded</body></html>", b""])
+def test_truncated_or_foreign_answers_are_errors(body):
+    with pytest.raises(SourceError, match="arxiv"):
+        arxiv(lambda r: httpx.Response(200, content=body)).fetch(DAY)
+
+
+def test_rate_exceeded_is_retried():
+    answers = [httpx.Response(503, text="Rate exceeded."), httpx.Response(200, content=FEED)]
+    sleeps: list[float] = []
+    result = arxiv(lambda r: answers.pop(0), sleeps).fetch(DAY)
+    assert len(result.papers) == 2
+    assert sleeps and sleeps[0] >= 3.0
