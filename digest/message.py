@@ -3,7 +3,7 @@
 The stdlib's EmailMessage with the default policy costs ~2-3 ms per message (header objects, the
 content manager, folding): more than the whole budget of a digest. So the message is built with a
 compat32-style policy (headers stored as given), every header value is checked and encoded here,
-the parts are encoded once (text quoted-printable, HTML base64) and `to_bytes` writes that known
+the parts are encoded once (text quoted-printable, the ASCII HTML 7bit or else base64) and `to_bytes` writes that known
 shape directly with CRLF line endings. Anything else (a message built elsewhere, a header someone
 added with non-ASCII text) goes through the stdlib generator instead. The stdlib parser reads both
 back in the tests.
@@ -83,7 +83,7 @@ def encode_text(value: str) -> str:
     words, chunk, size = [], [], 0
     for ch in value:
         width = len(ch.encode("utf-8"))
-        if size + width > 45:  # 45 bytes -> 60 base64 characters + 12 of "=?utf-8?b?...?="
+        if size + width > 39:  # 39 bytes -> 52 base64 characters + 12 of "=?utf-8?b?...?=" = 64
             words.append("".join(chunk))
             chunk, size = [], 0
         chunk.append(ch)
@@ -99,13 +99,14 @@ def _fold(name: str, value: str) -> str:
     line = f"{name}: {value}"
     if len(line) <= FOLD_AT:
         return line + "\r\n"
-    lines, current = [], ""
-    for word in line.split(" "):
-        if current and len(current) + 1 + len(word) > FOLD_AT:
+    words = line.split(" ")
+    lines, current = [], f"{words[0]} {words[1]}"  # never leave the name alone on its line
+    for word in words[2:]:
+        if len(current) + 1 + len(word) > FOLD_AT:
             lines.append(current)
             current = " " + word
         else:
-            current = f"{current} {word}" if current else word
+            current = f"{current} {word}"
     lines.append(current)
     if any(len(part) > MAX_LINE for part in lines):
         raise HeaderError(f"{name} has a word longer than {MAX_LINE} characters")
@@ -150,14 +151,40 @@ def _list_unsubscribe(url: str, settings: Settings) -> str:
     return value
 
 
+def _crlf(text: str) -> str:
+    return "\r\n".join(text.splitlines())
+
+
+_qp_lines: dict[str, str] = {}
+
+
 def _qp(text: str) -> str:
-    body = text.replace("\r\n", "\n").replace("\r", "\n")
-    return binascii.b2a_qp(body.encode("utf-8"), istext=True).decode("ascii")
+    """Quoted-printable, line by line: the lines of a digest's text repeat across subscribers (cards,
+    footer), so each distinct line is encoded once (bounded cache, cleared when full)."""
+    out = []
+    for line in text.splitlines():
+        if len(line) <= 76 and line.isascii() and line.isprintable() and "=" not in line and line[-1:] != " ":
+            out.append(line)  # such a line is its own quoted-printable form
+            continue
+        encoded = _qp_lines.get(line)
+        if encoded is None:
+            encoded = binascii.b2a_qp(line.encode("utf-8"), istext=True).decode("ascii").replace("\n", "\r\n")
+            if len(_qp_lines) >= 50_000:
+                _qp_lines.clear()
+            _qp_lines[line] = encoded
+        out.append(encoded)
+    return "\r\n".join(out) + "\r\n"
 
 
-def _base64(text: str) -> str:
-    encoded = binascii.b2a_base64(text.encode("utf-8"), newline=False).decode("ascii")
-    return "\n".join([encoded[i : i + 76] for i in range(0, len(encoded), 76)])
+def _html_part(html: str) -> MIMEPart:
+    """The rendered page is ASCII (render.py writes other characters as references), so it goes
+    as 7bit, costing no encoding pass, when its lines are short enough; base64 otherwise."""
+    if html.isascii():
+        lines = html.splitlines()
+        if max(map(len, lines), default=0) <= MAX_LINE:
+            return _part("text/html", "7bit", "\r\n".join(lines) + "\r\n")
+    encoded = binascii.b2a_base64(html.encode("utf-8"), newline=False).decode("ascii")
+    return _part("text/html", "base64", "\r\n".join([encoded[i : i + 76] for i in range(0, len(encoded), 76)]))
 
 
 def _part(content_type: str, encoding: str, payload: str) -> MIMEPart:
@@ -165,6 +192,7 @@ def _part(content_type: str, encoding: str, payload: str) -> MIMEPart:
     part["Content-Type"] = f'{content_type}; charset="utf-8"'
     part["Content-Transfer-Encoding"] = encoding
     part.set_payload(payload)
+    part.wire_payload = payload  # already CRLF: to_bytes writes it as is while it is still the payload
     return part
 
 
@@ -198,7 +226,7 @@ def build_message(
     message["MIME-Version"] = "1.0"
     message["Content-Type"] = f'multipart/alternative; boundary="{BOUNDARY}"'
     message.set_payload(
-        [_part("text/plain", "quoted-printable", _qp(rendered.text)), _part("text/html", "base64", _base64(rendered.html))]
+        [_part("text/plain", "quoted-printable", _qp(rendered.text)), _html_part(rendered.html)]
     )
     return message
 
@@ -230,7 +258,7 @@ def _write(part, out: list[str]) -> bool:
         return True
     if not isinstance(payload, str) or not payload.isascii():
         return False
-    body = payload.replace("\r\n", "\n").replace("\n", "\r\n")
+    body = payload if payload is getattr(part, "wire_payload", None) else _crlf(payload) + "\r\n"
     out.append(body)
     return True
 
