@@ -23,8 +23,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -44,7 +42,9 @@ from digest.models import (
     Suppression,
     Topic,
 )
-from digest.matching import EditionIndex, QueryError, parse_query, rank, validate_topics
+from digest.matching import EditionIndex, Match, QueryError, parse_query, rank, validate_topics
+from digest.message import build_message, to_bytes
+from digest.render import render_email
 from digest.schedule import next_due_at
 from digest.tokens import rotate_tokens
 
@@ -201,42 +201,16 @@ def _schedule(subscriber: Subscriber, now: datetime) -> None:
 # ---------------------------------------------------------------- confirmation email
 
 
-def _confirmation_message(subscriber: Subscriber, settings: Settings) -> EmailMessage:
+def _confirmation_message(subscriber: Subscriber, settings: Settings) -> bytes:
+    """The confirmation email in the digest's look, as sent (CRLF, DKIM-signed when configured)."""
     from digest.links import confirm_url
 
-    topics = [t.query for t in subscriber.topics]
-    url = confirm_url(subscriber, settings)
-    try:
-        from digest.render import render_email
-    except ImportError:  # TODO(render): the confirm template lands with digest.render
-        render_email = None
-    message = EmailMessage()
-    message["From"] = settings.sender
-    message["To"] = subscriber.email
-    message["Date"] = format_datetime(datetime.now(timezone.utc))
-    message["Message-ID"] = make_msgid(domain=settings.sender_domain)
-    message["Auto-Submitted"] = "auto-generated"
-    if render_email is not None:
-        rendered = render_email("confirm", email=subscriber.email, confirm_url=url, topics=topics)
-        message["Subject"] = rendered.subject
-        message.set_content(rendered.text)
-        message.add_alternative(rendered.html, subtype="html")
-    else:
-        message["Subject"] = "Confirm your Daily Papers Digest subscription"
-        lines = [
-            "Someone, hopefully you, asked to receive the Daily Papers Digest at this address,",
-            "with these topics:",
-            "",
-            *[f"  - {t}" for t in topics],
-            "",
-            "To confirm, open this link and press the button (the link works for 7 days):",
-            "",
-            url,
-            "",
-            "If it was not you, ignore this message: you will receive nothing else.",
-        ]
-        message.set_content("\n".join(lines))
-    return message
+    rendered = render_email(
+        "confirm", settings, email=subscriber.email, confirm_url=confirm_url(subscriber, settings),
+        topics=[t.query for t in subscriber.topics],
+    )
+    # No List-Unsubscribe: the address is not on the list until it confirms.
+    return to_bytes(build_message(rendered, subscriber.email, settings, list_unsubscribe=False), settings)
 
 
 def _may_send_confirmation(subscriber: Subscriber, now: datetime) -> bool:
@@ -670,11 +644,11 @@ def preview_topics(session: Session, topics: list[str] | str, limit: int = DEFAU
     return Preview(edition, ranked[:limit], len(ranked))
 
 
-def edition_matches(session: Session, subscriber: Subscriber, edition: date) -> list[Paper]:
+def edition_matches(session: Session, subscriber: Subscriber, edition: date) -> list[Match]:
     """Every paper of one edition that the subscriber's topics match, best first (no limit)."""
     papers = session.scalars(select(Paper).where(Paper.edition == edition)).all()
     topics = [t.query for t in subscriber.topics]
-    return _rank(list(papers), topics) if topics else []
+    return rank(EditionIndex.build(list(papers)), topics) if topics and papers else []
 
 
 def _rank(papers: list[Paper], topics: list[str]) -> list[Paper]:
