@@ -663,3 +663,54 @@ def render_email(name: str, settings: Settings | None = None, **context) -> Rend
         html=_fill_generic(compiled.html, page_context, name, html=True),
         text=_fill_generic(compiled.text, context, name, html=False),
     )
+
+
+# --- preview: one subscriber's digest as it would be sent -----------------------------------
+
+
+@dataclass(frozen=True)
+class Preview:
+    rendered: RenderedEmail
+    edition: date
+    matched: int  # how many papers matched in all
+    shown: int  # how many cards the email carries (the subscriber's limit)
+
+
+def preview_digest(session, settings: Settings, email: str, edition: date | None = None) -> Preview:
+    """What `email` would receive for `edition` (default: the newest edition in the store), built
+    the way delivery builds it: the real matcher, the subscriber's limit and signed links. When
+    nothing matched, the "nothing matched" note, whatever the subscriber chose about it."""
+    from sqlalchemy import func, select
+
+    from digest.errors import DigestError
+    from digest.links import settings_url, unsubscribe_url, view_url
+    from digest.matching import EditionIndex, rank
+    from digest.models import Paper
+    from digest.subscriptions import find_subscriber
+
+    subscriber = find_subscriber(session, email)
+    if subscriber is None:
+        raise DigestError(f"no subscriber with the address {email!r} (see `digest subscribe`)")
+    if edition is None:
+        edition = session.scalar(select(func.max(Paper.edition)))
+        if edition is None:
+            raise DigestError("no papers in the store yet: run `digest fetch` first")
+    papers = list(session.scalars(select(Paper).where(Paper.edition == edition).order_by(Paper.id)))
+    if not papers:
+        raise DigestError(f"no papers in the edition of {edition.isoformat()}")
+    topics = [t.query for t in subscriber.topics]
+    matches = rank(EditionIndex.build(papers), topics)
+    shown = matches[: max(subscriber.max_papers, 1)]
+    view = view_url(subscriber, edition, settings)
+    links = DigestLinks(
+        settings_url=settings_url(subscriber, settings),
+        unsubscribe_url=unsubscribe_url(subscriber, settings),
+        view_url=view,
+        more_url=view if len(matches) > len(shown) else None,
+    )
+    renderer = edition_renderer(settings, edition)
+    if shown:
+        rendered = renderer.render_digest(subscriber.email, topics, shown, len(matches), links)
+    else:
+        rendered = renderer.render_empty(subscriber.email, topics, links)
+    return Preview(rendered, edition, len(matches), len(shown))
