@@ -319,6 +319,8 @@ def _static_context(settings: Settings, edition: date | None) -> dict[str, objec
         "product_name": product_name(settings),
         "postal_address": settings.postal_address,
         "date_label": f"{edition:%A}, {edition.day} {edition:%B %Y}" if edition else "",
+        # short enough to sit beside the product name on a 320 px phone without a media query
+        "masthead_date": f"{edition:%a} {edition.day} {edition:%b %Y}" if edition else "",
         "short_date": f"{edition:%b} {edition.day}" if edition else "",
     }
 
@@ -386,7 +388,11 @@ class EditionRenderer:
             {
                 "abs_url": _html(abs_url),
                 "authors": _html(authors),
-                "votes_badge": html_parts["votes_badge"].fill({"upvotes": str(upvotes)}) if upvotes else "",
+                "votes_badge": html_parts["votes_badge"].fill(
+                    {"upvotes": f"{upvotes} upvote{'s' if upvotes != 1 else ''}"}
+                )
+                if upvotes
+                else "",
                 "link": LINK_SEPARATOR.join(
                     html_parts["link"].fill({"href": _html(url), "label": _html(label)}) for label, url in links
                 ),
@@ -440,7 +446,7 @@ class EditionRenderer:
         if start:
             excerpt = "&#8230; " + excerpt
         if end < len(paper.abstract):
-            excerpt += " &#8230;"
+            excerpt += "&#160;&#8230;"  # never an ellipsis alone on the last line
         topics = [one_line(t) for t in match.topics]
         html_card = paper.html_card.bind(
             {
@@ -534,8 +540,8 @@ class EditionRenderer:
             for topic in match.topics:
                 counts[topic] = counts.get(topic, 0) + 1
         per_topic = ", ".join(f"{one_line(t)} ({n})" for t, n in counts.items())
-        best = f"The best {len(shown)} of {total}, best first." if total > len(shown) else "Best first."
-        return f"Matched: {per_topic}. {best}" if per_topic else best
+        best = f"The best {len(shown)} of {total}, ranked." if total > len(shown) else "Ranked, best first."
+        return f"{best} Matched: {per_topic}." if per_topic else best
 
     def _digest_html_page(self, email, topics, subject, headline, summary, cards, total, more_url, urls, shown) -> str:
         skeleton = self._digest_html
