@@ -319,6 +319,8 @@ def _static_context(settings: Settings, edition: date | None) -> dict[str, objec
         "product_name": product_name(settings),
         "postal_address": settings.postal_address,
         "date_label": f"{edition:%A}, {edition.day} {edition:%B %Y}" if edition else "",
+        # short enough to sit beside the product name on a 320 px phone without a media query
+        "masthead_date": f"{edition:%a} {edition.day} {edition:%b %Y}" if edition else "",
         "short_date": f"{edition:%b} {edition.day}" if edition else "",
     }
 
@@ -386,7 +388,11 @@ class EditionRenderer:
             {
                 "abs_url": _html(abs_url),
                 "authors": _html(authors),
-                "votes_badge": html_parts["votes_badge"].fill({"upvotes": str(upvotes)}) if upvotes else "",
+                "votes_badge": html_parts["votes_badge"].fill(
+                    {"upvotes": f"{upvotes} upvote{'s' if upvotes != 1 else ''}"}
+                )
+                if upvotes
+                else "",
                 "link": LINK_SEPARATOR.join(
                     html_parts["link"].fill({"href": _html(url), "label": _html(label)}) for label, url in links
                 ),
@@ -440,7 +446,7 @@ class EditionRenderer:
         if start:
             excerpt = "&#8230; " + excerpt
         if end < len(paper.abstract):
-            excerpt += " &#8230;"
+            excerpt += "&#160;&#8230;"  # never an ellipsis alone on the last line
         topics = [one_line(t) for t in match.topics]
         html_card = paper.html_card.bind(
             {
@@ -534,8 +540,8 @@ class EditionRenderer:
             for topic in match.topics:
                 counts[topic] = counts.get(topic, 0) + 1
         per_topic = ", ".join(f"{one_line(t)} ({n})" for t, n in counts.items())
-        best = f"The best {len(shown)} of {total}, best first." if total > len(shown) else "Best first."
-        return f"Matched: {per_topic}. {best}" if per_topic else best
+        best = f"The best {len(shown)} of {total}, ranked." if total > len(shown) else "Ranked, best first."
+        return f"{best} Matched: {per_topic}." if per_topic else best
 
     def _digest_html_page(self, email, topics, subject, headline, summary, cards, total, more_url, urls, shown) -> str:
         skeleton = self._digest_html
@@ -663,3 +669,54 @@ def render_email(name: str, settings: Settings | None = None, **context) -> Rend
         html=_fill_generic(compiled.html, page_context, name, html=True),
         text=_fill_generic(compiled.text, context, name, html=False),
     )
+
+
+# --- preview: one subscriber's digest as it would be sent -----------------------------------
+
+
+@dataclass(frozen=True)
+class Preview:
+    rendered: RenderedEmail
+    edition: date
+    matched: int  # how many papers matched in all
+    shown: int  # how many cards the email carries (the subscriber's limit)
+
+
+def preview_digest(session, settings: Settings, email: str, edition: date | None = None) -> Preview:
+    """What `email` would receive for `edition` (default: the newest edition in the store), built
+    the way delivery builds it: the real matcher, the subscriber's limit and signed links. When
+    nothing matched, the "nothing matched" note, whatever the subscriber chose about it."""
+    from sqlalchemy import func, select
+
+    from digest.errors import DigestError
+    from digest.links import settings_url, unsubscribe_url, view_url
+    from digest.matching import EditionIndex, rank
+    from digest.models import Paper
+    from digest.subscriptions import find_subscriber
+
+    subscriber = find_subscriber(session, email)
+    if subscriber is None:
+        raise DigestError(f"no subscriber with the address {email!r} (see `digest subscribe`)")
+    if edition is None:
+        edition = session.scalar(select(func.max(Paper.edition)))
+        if edition is None:
+            raise DigestError("no papers in the store yet: run `digest fetch` first")
+    papers = list(session.scalars(select(Paper).where(Paper.edition == edition).order_by(Paper.id)))
+    if not papers:
+        raise DigestError(f"no papers in the edition of {edition.isoformat()}")
+    topics = [t.query for t in subscriber.topics]
+    matches = rank(EditionIndex.build(papers), topics)
+    shown = matches[: max(subscriber.max_papers, 1)]
+    view = view_url(subscriber, edition, settings)
+    links = DigestLinks(
+        settings_url=settings_url(subscriber, settings),
+        unsubscribe_url=unsubscribe_url(subscriber, settings),
+        view_url=view,
+        more_url=view if len(matches) > len(shown) else None,
+    )
+    renderer = edition_renderer(settings, edition)
+    if shown:
+        rendered = renderer.render_digest(subscriber.email, topics, shown, len(matches), links)
+    else:
+        rendered = renderer.render_empty(subscriber.email, topics, links)
+    return Preview(rendered, edition, len(matches), len(shown))

@@ -51,7 +51,8 @@ def test_subject_and_header_say_what_is_inside(renderer, matches):
     rendered = renderer.render_digest("a@example.org", ["pretraining", "diffusion"], matches[:7], 7, NO_MORE)
     assert rendered.subject == "7 new papers on pretraining, diffusion · Nov 26"
     text = Elements(rendered.html).visible_text
-    assert "Thursday, 26 November 2026" in text
+    assert "Thu 26 Nov 2026" in text
+    assert "Thursday, 26 November 2026" in rendered.text
     assert "7 new papers matched your topics" in text
     assert re.search(r"Matched: pretraining \(\d+\), diffusion \(\d+\)", text)
 
