@@ -136,12 +136,20 @@ class Settings(BaseSettings):
     dkim_key_file: Path | None = None
     dkim_selector: str = "digest"
     bounce_imap_url: str | None = None
+    # Delivery (docs/delivery.md): subscribers per send_batch task, seconds after which a row
+    # stuck in `sending` (its worker died) is sent again, seconds between same-run tries after a 4xx.
+    batch_size: int = Field(100, ge=1, le=10_000)
+    sending_timeout: float = Field(900.0, gt=0)
+    smtp_retry_delay: float = Field(2.0, ge=0)
     http_timeout: float = Field(20.0, gt=0)
     http_attempts: int = Field(4, ge=1, le=10)  # per request to a paper source
     http_backoff: float = Field(2.0, ge=0, le=60)  # seconds before the 2nd try; doubles after
     # Celery queue; tests give each run its own so parallel runs on one Redis never mix.
     queue: str = Field("digest", pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
     port: int = Field(8000, ge=1, le=65535, validation_alias=AliasChoices("PORT", "DIGEST_PORT"))
+    # Subscribe-form posts one client address may make per hour before it gets 429 (counted in
+    # Redis at DIGEST_BROKER_URL when reachable, else in the web process).
+    subscribe_rate_limit: int = Field(20, ge=1)
 
     @field_validator("database_url")
     @classmethod

@@ -10,6 +10,7 @@ import logging
 import re
 import smtplib
 import ssl
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email.message import EmailMessage
@@ -27,11 +28,21 @@ class DeliveryFailure(Exception):
 
 
 class TransientFailure(DeliveryFailure):
-    """Try again later: 4xx, a dropped connection, a server that cannot be reached."""
+    """Try this message again later: a 4xx reply, or a connection that dropped twice in a row."""
+
+
+class ServerUnavailable(TransientFailure):
+    """The server cannot take any message now (unreachable, login or sender refused): stop the
+    batch and leave its messages for a later run; no recipient is to blame."""
 
 
 class PermanentFailure(DeliveryFailure):
-    """Do not try this address again: 5xx on the recipient."""
+    """A 5xx reply. `recipient` is True when the server refused the address itself (RCPT TO):
+    only then is the address bounced and suppressed; a refused message body is not the reader's fault."""
+
+    def __init__(self, message: str, code: int | None = None, recipient: bool = True) -> None:
+        super().__init__(message, code)
+        self.recipient = recipient
 
 
 def message_bytes(message: EmailMessage | bytes) -> bytes:
@@ -69,13 +80,41 @@ class OutboxTransport:
         pass
 
 
-class SmtpTransport:
-    """One SMTP connection, opened lazily and reopened after a drop."""
+class RateLimiter:
+    """At most `rate` messages per second, spaced evenly (a burst would trip the relay's own limits)."""
 
-    def __init__(self, smtp: SmtpSettings, timeout: float = 30.0) -> None:
+    def __init__(self, rate: float | None, clock=time.monotonic, sleep=time.sleep) -> None:
+        self.interval = 1.0 / rate if rate else 0.0
+        self.clock = clock
+        self.sleep = sleep
+        self._next = 0.0
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        now = self.clock()
+        if self._next > now:
+            self.sleep(self._next - now)
+            now = self._next
+        self._next = max(self._next, now) + self.interval
+
+
+class SmtpTransport:
+    """One SMTP connection reused for many messages, opened lazily, reopened after a drop or a 421.
+
+    A message whose connection drops (or is closed with 421) is sent again once on a fresh
+    connection: the server had not accepted it (RFC 5321 4.1.1.4: no 250 after DATA, no
+    delivery), unless the drop came after the 250 left the server, the one case that duplicates.
+    """
+
+    reconnects_per_message = 2
+
+    def __init__(self, smtp: SmtpSettings, timeout: float = 30.0, rate: float | None = None) -> None:
         self.smtp = smtp
         self.timeout = timeout
         self.description = f"SMTP server {smtp.host}:{smtp.port}"
+        self.limiter = RateLimiter(rate)
+        self.connections_opened = 0
         self._connection: smtplib.SMTP | None = None
 
     def _connect(self) -> smtplib.SMTP:
@@ -95,32 +134,60 @@ class SmtpTransport:
             if self.smtp.username:
                 connection.login(self.smtp.username, self.smtp.password or "")
         except smtplib.SMTPAuthenticationError as exc:
-            raise PermanentFailure(f"{self.description} refused the login: {exc.smtp_code}", exc.smtp_code) from None
+            raise ServerUnavailable(f"{self.description} refused the login: {exc.smtp_code}", exc.smtp_code) from None
         except (OSError, smtplib.SMTPException) as exc:
-            raise TransientFailure(f"cannot reach {self.description}: {exc}") from None
+            raise ServerUnavailable(f"cannot reach {self.description}: {exc}") from None
+        self.connections_opened += 1
         return connection
 
     def send(self, message: EmailMessage | bytes, sender: str, recipient: str, name: str | None = None) -> None:
-        if self._connection is None:
-            self._connection = self._connect()
-        try:
-            self._connection.sendmail(sender, [recipient], message_bytes(message))
-        except smtplib.SMTPRecipientsRefused as exc:
-            code, reply = exc.recipients[recipient]
-            self._fail(code, reply)
-        except smtplib.SMTPResponseException as exc:
-            if exc.smtp_code == 421:
-                self.close()
-            self._fail(exc.smtp_code, exc.smtp_error)
-        except (smtplib.SMTPServerDisconnected, OSError) as exc:
-            self._connection = None
-            raise TransientFailure(f"{self.description} dropped the connection: {exc}") from None
+        data = message_bytes(message)
+        self.limiter.wait()
+        for attempt in range(self.reconnects_per_message + 1):
+            if self._connection is None:
+                self._connection = self._connect()
+            try:
+                self._connection.sendmail(sender, [recipient], data)
+                return
+            except smtplib.SMTPRecipientsRefused as exc:
+                code, reply = exc.recipients[recipient]
+                if code == 421:  # smtplib already closed the socket
+                    self._drop()
+                    continue
+                self._fail(code, reply, recipient=True)
+            except smtplib.SMTPSenderRefused as exc:
+                if exc.smtp_code == 421:
+                    self._drop()
+                    continue
+                self._drop()
+                raise ServerUnavailable(
+                    f"{self.description} refused the sender {sender}: {exc.smtp_code} {_text(exc.smtp_error)}",
+                    exc.smtp_code,
+                ) from None
+            except smtplib.SMTPResponseException as exc:
+                if exc.smtp_code == 421:
+                    self._drop()
+                    continue
+                self._fail(exc.smtp_code, exc.smtp_error, recipient=False)
+            except (smtplib.SMTPServerDisconnected, OSError) as exc:
+                log.info("%s dropped the connection (%s); reconnecting", self.description, exc)
+                self._drop()
+                continue
+        raise TransientFailure(f"{self.description} dropped the connection {self.reconnects_per_message + 1} times")
 
-    def _fail(self, code: int, reply: bytes | str) -> None:
-        text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    def _drop(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.close()
+            except OSError:
+                pass
+        self._connection = None
+
+    def _fail(self, code: int, reply: bytes | str, recipient: bool) -> None:
+        text = f"{code} {_text(reply)}"
         if 500 <= code < 600:
-            raise PermanentFailure(f"{code} {text}", code)
-        raise TransientFailure(f"{code} {text}", code)
+            raise PermanentFailure(text, code, recipient=recipient)
+        raise TransientFailure(text, code)
 
     def close(self) -> None:
         if self._connection is not None:
@@ -131,9 +198,19 @@ class SmtpTransport:
             self._connection = None
 
 
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+
+
+def make_transport(settings: Settings) -> OutboxTransport | SmtpTransport:
+    if settings.smtp:
+        return SmtpTransport(settings.smtp, rate=settings.smtp_rate)
+    return OutboxTransport(settings.outbox_dir)
+
+
 @contextmanager
 def open_transport(settings: Settings) -> Iterator[OutboxTransport | SmtpTransport]:
-    transport = SmtpTransport(settings.smtp) if settings.smtp else OutboxTransport(settings.outbox_dir)
+    transport = make_transport(settings)
     try:
         yield transport
     finally:

@@ -1,0 +1,748 @@
+"""Who is due, claim, build, send, record, retry, bounce, suppress. See docs/delivery.md.
+
+Three steps, the same for Celery and for `digest send` (one process):
+
+1. `dispatch`: one keyset-paged query picks active subscribers whose `next_due_at` has come; for
+   each page, one transaction creates their delivery rows (unique subscriber + edition, so two
+   dispatch runs never make two) and advances `next_due_at`; after the commit, the new row ids
+   go to `enqueue` in chunks of `batch_size`. It also re-enqueues rows whose retry time has come
+   and rows stuck in `sending` longer than `sending_timeout` (their worker died).
+2. `send_batch(ids)`: claims the rows with one conditional UPDATE (pending, or sending and stale:
+   two workers never hold the same row), loads subscribers and topics in bulk, matches them
+   against per-edition indexes built once per process, renders, and sends everything over one
+   SMTP connection, recording each message right after the server accepted it.
+3. Failures: a 4xx is tried again in the same run (3 tries, `smtp_retry_delay` seconds apart),
+   then left pending with exponential back-off and given up after 3 days; a 5xx on the address
+   bounces the row and suppresses the address; a dropped connection or 421 reconnects.
+
+Which editions a digest covers: a paper's edition is the UTC date it entered the store, so an
+edition is complete ("closed") once its UTC day has ended. A digest due at instant T covers the
+closed editions after the subscriber's previous delivery row, from the day they confirmed, at most
+7 (daily) or 14 (weekly) days back; its row carries the newest of them. Windows of one subscriber
+are contiguous and never overlap, so no paper is ever sent twice and no closed edition is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from email.utils import parseaddr
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session, selectinload
+
+from digest.config import Settings
+from digest.mailer import (
+    OutboxTransport,
+    PermanentFailure,
+    ServerUnavailable,
+    SmtpTransport,
+    TransientFailure,
+    open_transport,
+)
+from digest.models import (
+    Delivery,
+    DeliveryStatus,
+    Frequency,
+    Paper,
+    Subscriber,
+    SubscriberStatus,
+    Suppression,
+)
+from digest.schedule import next_due_at
+
+log = logging.getLogger(__name__)
+
+SessionFactory = Callable[[], Session]
+Enqueue = Callable[[list[int]], None]
+
+DAY = timedelta(days=1)
+GIVE_UP_AFTER = timedelta(days=3)
+SAME_RUN_TRIES = 3
+FIRST_BACKOFF = timedelta(minutes=5)
+MAX_BACKOFF = timedelta(hours=6)
+MAX_WINDOW_DAYS = {Frequency.daily: 7, Frequency.weekly: 14}
+DISPATCH_PAGE = 1000
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def envelope_sender(settings: Settings) -> str:
+    """The bare address of DIGEST_FROM: where bounces (DSNs) come back to."""
+    return parseaddr(settings.sender)[1]
+
+
+# --------------------------------------------------------------------------- editions and windows
+
+
+def latest_closed_edition(session: Session, now: datetime) -> date | None:
+    """The newest edition whose UTC day has ended: no paper can join it any more."""
+    return session.scalar(select(func.max(Paper.edition)).where(Paper.edition < now.astimezone(timezone.utc).date()))
+
+
+def latest_edition(session: Session) -> date | None:
+    return session.scalar(select(func.max(Paper.edition)))
+
+
+def window_start(subscriber: Subscriber, edition: date, previous: date | None) -> date:
+    """First edition of the digest whose newest edition is `edition` (see the module docstring)."""
+    frequency = subscriber.frequency if isinstance(subscriber.frequency, Frequency) else Frequency(subscriber.frequency)
+    bounds = [edition - timedelta(days=MAX_WINDOW_DAYS[frequency] - 1)]
+    since = subscriber.confirmed_at or subscriber.created_at
+    if since is not None:
+        bounds.append(since.astimezone(timezone.utc).date())
+    if previous is not None:
+        bounds.append(previous + DAY)
+    return max(bounds)
+
+
+def _latest_rows(session: Session, subscriber_ids: Sequence[int]) -> dict[int, date]:
+    rows = session.execute(
+        select(Delivery.subscriber_id, func.max(Delivery.edition))
+        .where(Delivery.subscriber_id.in_(subscriber_ids))
+        .group_by(Delivery.subscriber_id)
+    )
+    return {sid: edition for sid, edition in rows}
+
+
+def _suppressed(session: Session, emails: Iterable[str]) -> set[str]:
+    emails = list(emails)
+    if not emails:
+        return set()
+    return set(session.scalars(select(Suppression.email).where(Suppression.email.in_(emails))))
+
+
+def _insert_ignoring_duplicates(session: Session, rows: list[dict]) -> list[int]:
+    """INSERT ... ON CONFLICT (subscriber_id, edition) DO NOTHING RETURNING id: the ids of the
+    rows this call created; a row another run created first is simply not returned."""
+    if not rows:
+        return []
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    statement = (
+        insert(Delivery)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["subscriber_id", "edition"])
+        .returning(Delivery.id)
+    )
+    return list(session.scalars(statement))
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+@dataclass
+class DispatchReport:
+    edition: date | None = None
+    due: int = 0
+    created: int = 0
+    nothing_new: int = 0  # due, but no closed edition they have not had yet
+    suppressed: int = 0
+    requeued: int = 0
+    enqueued: int = 0
+    ids: list[int] = field(default_factory=list)  # every id handed to enqueue
+
+
+def _chunks(ids: Sequence[int], size: int) -> Iterable[list[int]]:
+    for start in range(0, len(ids), size):
+        yield list(ids[start : start + size])
+
+
+def _enqueue_committed(
+    factory: SessionFactory, ids: list[int], enqueue: Enqueue, settings: Settings, report: DispatchReport
+) -> None:
+    """Hand committed row ids to the queue. If the broker refuses, the rows are made due for the
+    next run at once (they stay pending: nothing is lost) and the error goes up, loudly."""
+    done = 0
+    try:
+        for chunk in _chunks(ids, settings.batch_size):
+            enqueue(chunk)
+            done += len(chunk)
+            report.enqueued += len(chunk)
+            report.ids.extend(chunk)
+    except Exception:
+        left = ids[done:]
+        try:
+            with factory() as session, session.begin():
+                session.execute(
+                    update(Delivery)
+                    .where(Delivery.id.in_(left), Delivery.status == DeliveryStatus.pending)
+                    .values(next_attempt_at=None)
+                    .execution_options(synchronize_session=False)
+                )
+        except Exception:  # the next sweep finds them after sending_timeout anyway
+            log.exception("could not mark %d unqueued deliveries for the next run", len(left))
+        raise
+
+
+def dispatch(
+    factory: SessionFactory,
+    settings: Settings,
+    enqueue: Enqueue,
+    now: datetime | None = None,
+    page_size: int = DISPATCH_PAGE,
+) -> DispatchReport:
+    """Create delivery rows for every subscriber due at `now` and enqueue them; then enqueue the
+    rows waiting for a retry or stuck in `sending`. Safe to run twice at the same time."""
+    now = now or utcnow()
+    report = DispatchReport()
+    requeue_at = now + timedelta(seconds=settings.sending_timeout)
+    with factory() as session:
+        report.edition = latest_closed_edition(session, now)
+
+    after = 0
+    while True:
+        with factory() as session, session.begin():
+            page = list(
+                session.scalars(
+                    select(Subscriber)
+                    .where(
+                        Subscriber.status == SubscriberStatus.active,
+                        Subscriber.next_due_at <= now,
+                        Subscriber.id > after,
+                    )
+                    .order_by(Subscriber.id)
+                    .limit(page_size)
+                )
+            )
+            if not page:
+                break
+            after = page[-1].id
+            report.due += len(page)
+            latest = _latest_rows(session, [s.id for s in page])
+            suppressed = _suppressed(session, (s.email for s in page))
+            rows = []
+            for subscriber in page:
+                if subscriber.email in suppressed:
+                    report.suppressed += 1
+                    continue
+                edition = report.edition
+                previous = latest.get(subscriber.id)
+                if edition is None or (previous is not None and previous >= edition) or (
+                    window_start(subscriber, edition, previous) > edition
+                ):
+                    report.nothing_new += 1
+                    continue
+                rows.append(
+                    {
+                        "subscriber_id": subscriber.id,
+                        "edition": edition,
+                        "status": DeliveryStatus.pending,
+                        "attempts": 0,
+                        "created_at": now,
+                        "next_attempt_at": requeue_at,
+                        "paper_ids": [],
+                    }
+                )
+            created = _insert_ignoring_duplicates(session, rows)
+            report.created += len(created)
+            # Conditional on the value we read: a concurrent dispatch that advanced it first wins,
+            # and both computed the same instant anyway.
+            for subscriber in page:
+                session.execute(
+                    update(Subscriber)
+                    .where(Subscriber.id == subscriber.id, Subscriber.next_due_at == subscriber.next_due_at)
+                    .values(next_due_at=next_due_at(subscriber, now))
+                    .execution_options(synchronize_session=False)
+                )
+        # Committed: only now may a worker see these ids.
+        _enqueue_committed(factory, created, enqueue, settings, report)
+
+    requeued = sweep(factory, settings, now)
+    report.requeued = len(requeued)
+    _enqueue_committed(factory, requeued, enqueue, settings, report)
+    log.info(
+        "dispatch: edition %s, %d due, %d new deliveries, %d with nothing new, %d suppressed, %d re-enqueued",
+        report.edition, report.due, report.created, report.nothing_new, report.suppressed, report.requeued,
+    )
+    return report
+
+
+def sweep(factory: SessionFactory, settings: Settings, now: datetime) -> list[int]:
+    """Rows that need a task again: pending ones whose retry time has come (or that never made it
+    to the queue), and rows in `sending` whose worker has been silent longer than sending_timeout.
+    Their next_attempt_at moves forward so the next sweep does not enqueue them again meanwhile."""
+    stale = now - timedelta(seconds=settings.sending_timeout)
+    requeue_at = now + timedelta(seconds=settings.sending_timeout)
+    with factory() as session, session.begin():
+        ids = list(
+            session.scalars(
+                select(Delivery.id)
+                .where(
+                    or_(
+                        and_(
+                            Delivery.status == DeliveryStatus.pending,
+                            or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+                        ),
+                        and_(Delivery.status == DeliveryStatus.sending, Delivery.claimed_at < stale),
+                    ),
+                    Delivery.subscriber_id.is_not(None),
+                )
+                .order_by(Delivery.id)
+            )
+        )
+        if ids:
+            for chunk in _chunks(ids, 1000):
+                session.execute(
+                    update(Delivery)
+                    .where(Delivery.id.in_(chunk), Delivery.status == DeliveryStatus.pending)
+                    .values(next_attempt_at=requeue_at)
+                    .execution_options(synchronize_session=False)
+                )
+    return ids
+
+
+def create_edition_rows(
+    factory: SessionFactory,
+    edition: date,
+    now: datetime | None = None,
+    email: str | None = None,
+    page_size: int = DISPATCH_PAGE,
+) -> tuple[list[int], int]:
+    """`digest send --edition D [--to EMAIL]`: a row for edition D for every active subscriber
+    (or one) who has not had it, whatever their hour. Returns (new row ids, how many already had it)."""
+    now = now or utcnow()
+    created: list[int] = []
+    had_it = 0
+    after = 0
+    while True:
+        with factory() as session, session.begin():
+            query = select(Subscriber).where(Subscriber.status == SubscriberStatus.active, Subscriber.id > after)
+            if email is not None:
+                query = query.where(Subscriber.email == email)
+            page = list(session.scalars(query.order_by(Subscriber.id).limit(page_size)))
+            if not page:
+                break
+            after = page[-1].id
+            latest = _latest_rows(session, [s.id for s in page])
+            rows = []
+            for subscriber in page:
+                previous = latest.get(subscriber.id)
+                # Windows are contiguous: a row at D or later means D was covered already.
+                if previous is not None and previous >= edition:
+                    had_it += 1
+                    continue
+                if window_start(subscriber, edition, previous) > edition and email is None:
+                    had_it += 1  # subscribed after this edition
+                    continue
+                rows.append(
+                    {
+                        "subscriber_id": subscriber.id,
+                        "edition": edition,
+                        "status": DeliveryStatus.pending,
+                        "attempts": 0,
+                        "created_at": now,
+                        "next_attempt_at": now + timedelta(hours=1),
+                        "paper_ids": [],
+                    }
+                )
+            created.extend(_insert_ignoring_duplicates(session, rows))
+    return created, had_it
+
+
+# --------------------------------------------------------------------------- building digests
+
+
+@dataclass
+class EditionData:
+    key: tuple
+    papers: list[Paper]
+    index: object
+    renderer: object | None = None
+
+
+@dataclass
+class Job:
+    delivery_id: int
+    edition: date
+    editions: tuple[date, ...]  # the window, oldest first
+    subscriber: Subscriber
+
+
+@dataclass
+class Composed:
+    recipient: str
+    data: bytes
+    message_id: str
+    paper_ids: list[str]
+
+
+class DigestComposer:
+    """Per process: one match index and one renderer per edition, rebuilt only when the edition's
+    papers changed (count or newest updated_at). Per subscriber only matching their topics against
+    the cached index, a few string joins and the headers remain."""
+
+    def __init__(self, settings: Settings, keep: int = 16) -> None:
+        self.settings = settings
+        self.keep = keep
+        self._editions: OrderedDict[date, EditionData] = OrderedDict()
+
+    def _edition(self, session: Session, edition: date, key: tuple) -> EditionData:
+        from digest.matching import EditionIndex
+
+        cached = self._editions.get(edition)
+        if cached is not None and cached.key == key:
+            self._editions.move_to_end(edition)
+            return cached
+        papers = list(session.scalars(select(Paper).where(Paper.edition == edition).order_by(Paper.id)))
+        data = EditionData(key, papers, EditionIndex.build(papers))
+        self._editions[edition] = data
+        while len(self._editions) > self.keep:
+            self._editions.popitem(last=False)
+        return data
+
+    def editions(self, session: Session, editions: Iterable[date]) -> dict[date, EditionData]:
+        wanted = sorted(set(editions))
+        if not wanted:
+            return {}
+        keys = {
+            edition: (count, updated)
+            for edition, count, updated in session.execute(
+                select(Paper.edition, func.count(), func.max(Paper.updated_at))
+                .where(Paper.edition.in_(wanted))
+                .group_by(Paper.edition)
+            )
+        }
+        return {edition: self._edition(session, edition, keys.get(edition, (0, None))) for edition in wanted}
+
+    def renderer(self, data: EditionData, edition: date):
+        if data.renderer is None:
+            from digest.render import EditionRenderer
+
+            data.renderer = EditionRenderer(self.settings, edition)
+        return data.renderer
+
+    def match(self, session: Session, jobs: Sequence[Job]) -> dict[int, list]:
+        """Each job's matches across its window, best first (matching ranks within an edition;
+        across editions the newer edition's papers come first among equal scores)."""
+        from digest.matching import match_subscribers
+
+        data = self.editions(session, (e for job in jobs for e in job.editions))
+        per_job: dict[int, list] = {job.delivery_id: [] for job in jobs}
+        for edition in sorted(data, reverse=True):
+            queries = {
+                job.delivery_id: [t.query for t in job.subscriber.topics] for job in jobs if edition in job.editions
+            }
+            if not queries or not data[edition].papers:
+                continue
+            for delivery_id, matches in match_subscribers(data[edition].index, queries).items():
+                per_job[delivery_id].extend(matches)
+        for delivery_id, matches in per_job.items():
+            matches.sort(key=lambda m: -m.score)  # stable: keeps matching's order among equals
+        return per_job
+
+    def compose(self, job: Job, matches: list) -> Composed | None:
+        """One subscriber's message, or None when nothing matched and they asked not to be told."""
+        from digest.links import settings_url, unsubscribe_url, view_url
+        from digest.message import build_message, make_message_id, to_bytes
+        from digest.render import DigestLinks
+
+        subscriber = job.subscriber
+        renderer = self.renderer(self._editions[job.edition], job.edition)
+        shown = matches[: max(subscriber.max_papers, 1)]
+        unsubscribe = unsubscribe_url(subscriber, self.settings)
+        view = view_url(subscriber, job.edition, self.settings)
+        links = DigestLinks(
+            settings_url=settings_url(subscriber, self.settings),
+            unsubscribe_url=unsubscribe,
+            view_url=view,
+            more_url=view if len(matches) > len(shown) else None,
+        )
+        topics = [t.query for t in subscriber.topics]
+        if shown:
+            rendered = renderer.render_digest(subscriber.email, topics, shown, len(matches), links)
+        elif subscriber.notify_empty:
+            rendered = renderer.render_empty(subscriber.email, topics, links)
+        else:
+            return None
+        message_id = make_message_id(subscriber, job.edition, self.settings)
+        message = build_message(
+            rendered, subscriber.email, self.settings, message_id=message_id, unsubscribe_url=unsubscribe
+        )
+        return Composed(subscriber.email, to_bytes(message, self.settings), message_id, [m.paper.id for m in shown])
+
+
+_composers: dict[int, DigestComposer] = {}
+
+
+def composer_for(settings: Settings) -> DigestComposer:
+    """The process's composer (its caches outlive one batch: a worker serves many)."""
+    key = id(settings)
+    if key not in _composers:
+        _composers.clear()
+        _composers[key] = DigestComposer(settings)
+    return _composers[key]
+
+
+# --------------------------------------------------------------------------- sending a batch
+
+
+@dataclass
+class SendReport:
+    sent: int = 0
+    skipped: int = 0  # nothing matched (and not asked to be told), or no longer active
+    failed: int = 0  # given up, or a message the server refused (not the address)
+    bounced: int = 0  # 5xx on the address: suppressed
+    suppressed: int = 0  # not sent because the address is suppressed
+    retrying: int = 0  # 4xx after the same-run tries: pending with back-off
+    not_claimed: int = 0  # another worker holds or finished these
+    errors: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)  # outbox files written
+
+    def add(self, other: SendReport) -> None:
+        for name in ("sent", "skipped", "failed", "bounced", "suppressed", "retrying", "not_claimed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.errors.extend(other.errors)
+        self.paths.extend(other.paths)
+
+    def summary(self) -> str:
+        return (
+            f"{self.sent} sent, {self.skipped} skipped (nothing matched), {self.failed} failed, "
+            f"{self.suppressed + self.bounced} suppressed"
+            + (f" ({self.bounced} bounced now)" if self.bounced else "")
+            + (f", {self.retrying} to retry later" if self.retrying else "")
+        )
+
+
+def claim(factory: SessionFactory, ids: Sequence[int], now: datetime, settings: Settings) -> list[int]:
+    """pending -> sending (or a stale `sending` taken over), in one conditional UPDATE: the ids
+    returned are this caller's alone."""
+    stale = now - timedelta(seconds=settings.sending_timeout)
+    with factory() as session, session.begin():
+        return list(
+            session.scalars(
+                update(Delivery)
+                .where(
+                    Delivery.id.in_(list(ids)),
+                    or_(
+                        Delivery.status == DeliveryStatus.pending,
+                        and_(Delivery.status == DeliveryStatus.sending, Delivery.claimed_at < stale),
+                    ),
+                )
+                .values(status=DeliveryStatus.sending, claimed_at=now, attempts=Delivery.attempts + 1)
+                .returning(Delivery.id)
+                .execution_options(synchronize_session=False)
+            )
+        )
+
+
+def _record(factory: SessionFactory, delivery_id: int, **values) -> None:
+    with factory() as session, session.begin():
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.sending)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def _suppress(factory: SessionFactory, email: str, reason: str) -> None:
+    with factory() as session, session.begin():
+        if session.get(Suppression, email) is None:
+            session.add(Suppression(email=email, reason=reason[:1000]))
+
+
+def backoff(attempts: int) -> timedelta:
+    """5 min, 10, 20, ... capped at 6 h: a greylisting server is retried soon, a full mailbox rarely."""
+    return min(FIRST_BACKOFF * (2 ** max(attempts - 1, 0)), MAX_BACKOFF)
+
+
+def _load_jobs(session: Session, claimed: Sequence[int]) -> tuple[list[Job], list[tuple[Delivery, str]]]:
+    deliveries = list(session.scalars(select(Delivery).where(Delivery.id.in_(claimed)).order_by(Delivery.id)))
+    subscriber_ids = [d.subscriber_id for d in deliveries if d.subscriber_id is not None]
+    subscribers = {
+        s.id: s
+        for s in session.scalars(
+            select(Subscriber).where(Subscriber.id.in_(subscriber_ids)).options(selectinload(Subscriber.topics))
+        )
+    }
+    # Each row's window starts after the newest earlier row of the same subscriber.
+    previous: dict[int, date] = {}
+    if deliveries:
+        earlier = Delivery.__table__.alias("earlier")
+        rows = session.execute(
+            select(Delivery.id, func.max(earlier.c.edition))
+            .join(earlier, and_(earlier.c.subscriber_id == Delivery.subscriber_id, earlier.c.edition < Delivery.edition))
+            .where(Delivery.id.in_(claimed))
+            .group_by(Delivery.id)
+        )
+        previous = {delivery_id: edition for delivery_id, edition in rows}
+    suppressed = _suppressed(session, (s.email for s in subscribers.values()))
+    jobs: list[Job] = []
+    skipped: list[tuple[Delivery, str]] = []
+    for delivery in deliveries:
+        subscriber = subscribers.get(delivery.subscriber_id)
+        if subscriber is None or subscriber.status != SubscriberStatus.active:
+            skipped.append((delivery, "no longer subscribed"))
+            continue
+        if subscriber.email in suppressed:
+            skipped.append((delivery, "suppressed"))
+            continue
+        start = min(window_start(subscriber, delivery.edition, previous.get(delivery.id)), delivery.edition)
+        days = (delivery.edition - start).days
+        editions = tuple(start + timedelta(days=n) for n in range(days + 1))
+        jobs.append(Job(delivery.id, delivery.edition, editions, subscriber))
+    return jobs, skipped
+
+
+@dataclass
+class _Pending:
+    job: Job
+    composed: Composed
+    tries: int = 0
+    retry_at: float = 0.0
+    last_error: str = ""
+
+
+def send_batch(
+    factory: SessionFactory,
+    settings: Settings,
+    delivery_ids: Sequence[int],
+    transport: SmtpTransport | OutboxTransport | None = None,
+    now: datetime | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    on_progress: Callable[..., None] | None = None,
+    composer: DigestComposer | None = None,
+) -> SendReport:
+    """Claim, build and send these deliveries over one connection; record each outcome."""
+    now = now or utcnow()
+    report = SendReport()
+    claimed = claim(factory, delivery_ids, now, settings)
+    report.not_claimed = len(set(delivery_ids)) - len(claimed)
+    if not claimed:
+        return report
+    if transport is None:
+        with open_transport(settings) as own:
+            return _send_claimed(factory, settings, claimed, own, now, sleep, report, on_progress, composer)
+    return _send_claimed(factory, settings, claimed, transport, now, sleep, report, on_progress, composer)
+
+
+def _send_claimed(factory, settings, claimed, transport, now, sleep, report, on_progress, composer) -> SendReport:
+    progress = on_progress or (lambda **counts: None)
+    composer = composer or composer_for(settings)
+    with factory() as session:
+        jobs, skipped = _load_jobs(session, claimed)
+        matches = composer.match(session, jobs) if jobs else {}
+        created_at = dict(session.execute(select(Delivery.id, Delivery.created_at).where(Delivery.id.in_(claimed))).all())
+        attempts = dict(session.execute(select(Delivery.id, Delivery.attempts).where(Delivery.id.in_(claimed))).all())
+
+    for delivery, reason in skipped:
+        _record(factory, delivery.id, status=DeliveryStatus.skipped, last_error=reason)
+        if reason == "suppressed":
+            report.suppressed += 1
+            progress(suppressed=1)
+        else:
+            report.skipped += 1
+            progress(skipped=1)
+
+    queue: list[_Pending] = []
+    for job in jobs:
+        try:
+            composed = composer.compose(job, matches.get(job.delivery_id, []))
+        except Exception as exc:  # one bad digest must not stop the batch
+            log.exception("could not build delivery %d for %s", job.delivery_id, job.subscriber.email)
+            _record(factory, job.delivery_id, status=DeliveryStatus.failed, last_error=f"build failed: {exc!r}"[:1000])
+            report.failed += 1
+            progress(failed=1)
+            continue
+        if composed is None:
+            _record(factory, job.delivery_id, status=DeliveryStatus.skipped, paper_ids=[], last_error=None)
+            report.skipped += 1
+            progress(skipped=1)
+            continue
+        queue.append(_Pending(job, composed))
+
+    def leave_for_later(item: _Pending, error: str) -> None:
+        given_up = now - created_at[item.job.delivery_id] >= GIVE_UP_AFTER
+        if given_up:
+            _record(factory, item.job.delivery_id, status=DeliveryStatus.failed, last_error=error[:1000])
+            report.failed += 1
+            progress(failed=1)
+        else:
+            _record(
+                factory, item.job.delivery_id, status=DeliveryStatus.pending, last_error=error[:1000],
+                next_attempt_at=utcnow() + backoff(attempts[item.job.delivery_id]),
+            )
+            report.retrying += 1
+            progress(retrying=1)
+
+    retry: list[_Pending] = []
+    rounds = [queue]
+    while rounds:
+        current = rounds.pop(0)
+        for position, item in enumerate(current):
+            if item.retry_at:
+                wait = item.retry_at - time.monotonic()
+                if wait > 0:
+                    sleep(wait)
+            item.tries += 1
+            composed = item.composed
+            try:
+                path = transport.send(composed.data, envelope_sender(settings), composed.recipient,
+                                      name=f"{item.job.edition.isoformat()}-{composed.recipient}")
+            except PermanentFailure as exc:
+                if exc.recipient:
+                    _record(factory, item.job.delivery_id, status=DeliveryStatus.bounced, last_error=str(exc)[:1000])
+                    _suppress(factory, composed.recipient, f"bounced: {exc}")
+                    report.bounced += 1
+                    progress(bounced=1)
+                else:
+                    _record(factory, item.job.delivery_id, status=DeliveryStatus.failed, last_error=str(exc)[:1000])
+                    report.failed += 1
+                    progress(failed=1)
+                continue
+            except ServerUnavailable as exc:
+                # Nobody's fault but the server's: everything not yet sent waits for a later run.
+                report.errors.append(str(exc))
+                log.error("stopping the batch: %s", exc)
+                for left in [item, *current[position + 1 :], *retry, *(i for r in rounds for i in r)]:
+                    leave_for_later(left, str(exc))
+                return report
+            except TransientFailure as exc:
+                item.last_error = str(exc)
+                if item.tries < SAME_RUN_TRIES:
+                    item.retry_at = time.monotonic() + settings.smtp_retry_delay * item.tries
+                    retry.append(item)
+                else:
+                    leave_for_later(item, item.last_error)
+                continue
+            _record(
+                factory, item.job.delivery_id, status=DeliveryStatus.sent, sent_at=utcnow(),
+                message_id=composed.message_id, paper_ids=composed.paper_ids, last_error=None,
+            )
+            if path is not None:
+                report.paths.append(str(path))
+            report.sent += 1
+            progress(sent=1)
+        if retry:
+            rounds.append(sorted(retry, key=lambda i: i.retry_at))
+            retry = []
+    return report
+
+
+# --------------------------------------------------------------------------- one process
+
+
+def send_ids(
+    factory: SessionFactory,
+    settings: Settings,
+    ids: Sequence[int],
+    transport: SmtpTransport | OutboxTransport,
+    on_progress: Callable[..., None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SendReport:
+    report = SendReport()
+    for chunk in _chunks(list(ids), settings.batch_size):
+        batch = send_batch(factory, settings, chunk, transport=transport, on_progress=on_progress, sleep=sleep)
+        report.add(batch)
+        if batch.errors:  # the server is gone: the rest waits for the next run
+            break
+    return report
