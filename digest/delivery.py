@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from contextlib import nullcontext
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -42,6 +43,7 @@ from digest.mailer import (
     ServerUnavailable,
     SmtpTransport,
     TransientFailure,
+    make_transport,
     open_transport,
 )
 from digest.models import (
@@ -463,7 +465,7 @@ class DigestComposer:
             rendered = renderer.render_empty(subscriber.email, topics, links)
         else:
             return None
-        message_id = make_message_id(subscriber, job.edition, self.settings)
+        message_id = make_message_id(subscriber.id, job.edition, self.settings)
         message = build_message(
             rendered, subscriber.email, self.settings, message_id=message_id, unsubscribe_url=unsubscribe
         )
@@ -669,7 +671,7 @@ def _send_claimed(factory, settings, claimed, transport, now, sleep, report, on_
         else:
             _record(
                 factory, item.job.delivery_id, status=DeliveryStatus.pending, last_error=error[:1000],
-                next_attempt_at=utcnow() + backoff(attempts[item.job.delivery_id]),
+                next_attempt_at=now + backoff(attempts[item.job.delivery_id]),
             )
             report.retrying += 1
             progress(retrying=1)
@@ -746,3 +748,79 @@ def send_ids(
         if batch.errors:  # the server is gone: the rest waits for the next run
             break
     return report
+
+
+@dataclass
+class SendRun:
+    report: SendReport
+    edition: date | None
+    transport: str
+    notes: list[str] = field(default_factory=list)
+
+
+def send_now(
+    factory: SessionFactory,
+    settings: Settings,
+    edition: date | None = None,
+    email: str | None = None,
+    now: datetime | None = None,
+    progress_factory: Callable[[int], object] | None = None,
+    transport: SmtpTransport | OutboxTransport | None = None,
+) -> SendRun:
+    """`digest send`: everything in one process over one connection.
+
+    Without options: the digests due now (as dispatch would create them) plus rows waiting for a
+    retry or left in `sending` by a dead worker. With `edition`: that edition to every active
+    subscriber who has not had it, whatever the hour. With `email`: only that subscriber, whatever
+    their hour (the newest edition unless `edition` is given)."""
+    from digest.errors import DigestError
+
+    now = now or utcnow()
+    notes: list[str] = []
+    with factory() as session:
+        if email is not None:
+            subscriber = session.scalar(select(Subscriber).where(Subscriber.email == email.strip().lower()))
+            if subscriber is None:
+                raise DigestError(f"no subscriber {email}")
+            if subscriber.status != SubscriberStatus.active:
+                raise DigestError(f"{email} is {subscriber.status.value}, not active: nothing to send")
+            email = subscriber.email
+        if (edition is not None or email is not None) and edition is None:
+            edition = latest_edition(session)
+            if edition is None:
+                raise DigestError("the store has no papers yet: run `digest fetch` first")
+        if edition is not None and not session.scalar(select(func.count()).select_from(Paper).where(Paper.edition == edition)):
+            raise DigestError(f"edition {edition} has no papers (editions are the UTC dates papers were fetched)")
+
+    if edition is not None:
+        ids, had_it = create_edition_rows(factory, edition, now, email)
+        with factory() as session:  # rows of this edition left pending by an earlier run
+            waiting = select(Delivery.id).where(Delivery.edition == edition, Delivery.status == DeliveryStatus.pending)
+            if email is not None:
+                waiting = waiting.join(Subscriber, Subscriber.id == Delivery.subscriber_id).where(Subscriber.email == email)
+            ids = sorted(set(ids) | set(session.scalars(waiting)))
+        if had_it:
+            notes.append(f"{had_it} subscriber(s) already had edition {edition}")
+        if edition >= now.date():
+            notes.append(f"edition {edition} is today's and still open: papers fetched later today go to nobody who got it now")
+    else:
+        collected: list[int] = []
+        dispatched = dispatch(factory, settings, collected.extend, now)
+        ids = collected
+        edition = dispatched.edition
+        if dispatched.nothing_new:
+            notes.append(f"{dispatched.nothing_new} due subscriber(s) had no new edition yet")
+
+    own = transport is None
+    transport = transport or make_transport(settings)
+    report = SendReport()
+    try:
+        with progress_factory(len(ids)) if progress_factory else nullcontext() as bar:
+            advance = (lambda **counts: bar.advance(**counts)) if bar is not None else None
+            report = send_ids(factory, settings, ids, transport, on_progress=advance)
+    finally:
+        if own:
+            transport.close()
+    if isinstance(transport, OutboxTransport):
+        notes.append(f"DIGEST_SMTP_URL is not set: messages were written to {settings.outbox_dir}/ as .eml files")
+    return SendRun(report, edition, transport.description, notes)

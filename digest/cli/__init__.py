@@ -40,4 +40,5 @@ def main(verbose: bool) -> None:
 
 # Commands register themselves on `main` when their module is imported.
 from digest.cli import store as _store  # noqa: E402,F401
+from digest.cli import delivery as _delivery  # noqa: E402,F401
 from digest.cli import search as _search  # noqa: E402,F401
