@@ -147,6 +147,9 @@ class Settings(BaseSettings):
     # Celery queue; tests give each run its own so parallel runs on one Redis never mix.
     queue: str = Field("digest", pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
     port: int = Field(8000, ge=1, le=65535, validation_alias=AliasChoices("PORT", "DIGEST_PORT"))
+    # Subscribe-form posts one client address may make per hour before it gets 429 (counted in
+    # Redis at DIGEST_BROKER_URL when reachable, else in the web process).
+    subscribe_rate_limit: int = Field(20, ge=1)
 
     @field_validator("database_url")
     @classmethod

@@ -118,6 +118,9 @@ class Subscriber(Base):
     confirmed_at: Mapped[datetime | None]
     unsubscribed_at: Mapped[datetime | None]
     confirmation_sent_at: Mapped[datetime | None]
+    # Confirmations sent within the hour after confirmation_sent_at's window opened: caps how
+    # many a stranger can make us send to one address by repeating the subscribe form.
+    confirmations_sent: Mapped[int] = mapped_column(Integer, default=0)
     # Next UTC instant at which a digest may be due; lets `dispatch` pick who is due with one
     # indexed range query instead of evaluating every subscriber's time zone.
     next_due_at: Mapped[datetime | None] = mapped_column(index=True)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001_initial
 Revises: 
-Create Date: 2026-11-26 04:31:52.684538
+Create Date: 2026-11-26 04:39:07.177133
 """
 from alembic import op
 import sqlalchemy as sa
@@ -52,6 +52,7 @@ def upgrade() -> None:
     sa.Column('confirmed_at', digest.models.UTCDateTime(timezone=True), nullable=True),
     sa.Column('unsubscribed_at', digest.models.UTCDateTime(timezone=True), nullable=True),
     sa.Column('confirmation_sent_at', digest.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('confirmations_sent', sa.Integer(), nullable=False),
     sa.Column('next_due_at', digest.models.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('email')

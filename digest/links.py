@@ -1,0 +1,26 @@
+"""The absolute URLs that every email carries, built from DIGEST_BASE_URL and signed tokens."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from digest.config import Settings
+from digest.models import Subscriber
+from digest.tokens import make_token
+
+
+def confirm_url(subscriber: Subscriber, settings: Settings) -> str:
+    return f"{settings.base_url}/confirm/{make_token(subscriber, 'confirm', settings)}"
+
+
+def settings_url(subscriber: Subscriber, settings: Settings) -> str:
+    return f"{settings.base_url}/settings/{make_token(subscriber, 'settings', settings)}"
+
+
+def unsubscribe_url(subscriber: Subscriber, settings: Settings) -> str:
+    """Also the List-Unsubscribe URL: a POST of List-Unsubscribe=One-Click to it unsubscribes."""
+    return f"{settings.base_url}/unsubscribe/{make_token(subscriber, 'unsubscribe', settings)}"
+
+
+def view_url(subscriber: Subscriber, edition: date, settings: Settings) -> str:
+    return f"{settings.base_url}/digest/{edition.isoformat()}/{make_token(subscriber, 'view', settings)}"

@@ -1,0 +1,122 @@
+"""App factory: templates, static files, security headers, CSRF, rate limits, sessions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import contextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy.orm import Session
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from digest.config import REPO_ROOT, Settings
+from digest.web.csrf import COOKIE, CsrfProtect
+from digest.web.ratelimit import RateLimiter
+
+TEMPLATES = REPO_ROOT / "templates" / "web"
+STATIC = TEMPLATES / "static"
+
+# Pages carry signed tokens in their URLs: never cache them, never send them on as a Referer to
+# the arXiv or Hugging Face links on the page, never frame them.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+
+
+def template_environment() -> Environment:
+    # Autoescape on for every template: addresses, topics and paper titles are untrusted text.
+    return Environment(
+        loader=FileSystemLoader(str(TEMPLATES)),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+class Pages:
+    """Renders a template into a response and keeps the CSRF cookie set."""
+
+    def __init__(self, env: Environment, csrf: CsrfProtect, settings: Settings) -> None:
+        self.env = env
+        self.csrf = csrf
+        self.settings = settings
+
+    def render(self, request: Request, name: str, context: dict | None = None, status: int = 200, headers=None):
+        cookie = request.cookies.get(COOKIE)
+        fresh = cookie is None or len(cookie) > 64
+        value = self.csrf.new_value() if fresh else cookie
+        html = self.env.get_template(name).render(
+            request=request, csrf_token=self.csrf.form_token(value), settings=self.settings, **(context or {})
+        )
+        response = HTMLResponse(html, status_code=status, headers=headers)
+        if fresh:
+            self.csrf.set_cookie(response, value)
+        return response
+
+    def error(self, request: Request, status: int, title: str, message: str, headers=None):
+        return self.render(request, "error.html", {"title": title, "message": message}, status=status, headers=headers)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    sessions: Callable[[], Session] | None = None,
+    limiter: RateLimiter | None = None,
+    transport=None,
+) -> FastAPI:
+    """`sessions` returns a new Session (tests pass theirs); `transport` overrides open_transport."""
+    from digest.db import ensure_schema, make_engine, session_factory
+    from digest.web import routes
+
+    if sessions is None:
+        engine = make_engine(settings.database_url)
+        ensure_schema(engine)
+        sessions = session_factory(engine)
+
+    app = FastAPI(title="Daily Papers Digest", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.settings = settings
+    app.state.sessions = sessions
+    app.state.transport = transport
+    app.state.limiter = limiter or RateLimiter(settings.subscribe_rate_limit, window=3600, redis_url=settings.broker_url)
+    app.state.pages = Pages(template_environment(), CsrfProtect(settings.secret_key, settings.base_url.startswith("https")), settings)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        titles = {404: "Page not found", 405: "Not allowed"}
+        return app.state.pages.error(
+            request, exc.status_code, titles.get(exc.status_code, "Something is wrong"), str(exc.detail or "")
+        )
+
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    app.include_router(routes.router)
+    return app
+
+
+@contextmanager
+def unit_of_work(request: Request):
+    session = request.app.state.sessions()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

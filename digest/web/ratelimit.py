@@ -1,0 +1,79 @@
+"""Fixed-window request counters per client address, for the subscribe form.
+
+Counters live in Redis (DIGEST_BROKER_URL) when it answers: every web process behind a load
+balancer then shares one count, and a restart does not reset it. The quick start runs without
+Redis, so when it cannot be reached the counters fall back to this process's memory: with one
+web process that is exact, with several each enforces the limit alone (at most N times the limit),
+which still stops a single client from mail-bombing through us.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+log = logging.getLogger(__name__)
+
+
+class MemoryCounter:
+    def __init__(self) -> None:
+        self._counts: dict[str, tuple[int, float]] = {}
+        self._lock = threading.Lock()
+
+    def hit(self, key: str, window: int) -> int:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._counts) > 100_000:  # a flood of distinct addresses must not eat memory
+                self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
+            count, expires = self._counts.get(key, (0, 0.0))
+            if expires <= now:
+                count, expires = 0, now + window
+            count += 1
+            self._counts[key] = (count, expires)
+            return count
+
+
+class RedisCounter:
+    def __init__(self, client) -> None:
+        self.client = client
+
+    def hit(self, key: str, window: int) -> int:
+        pipe = self.client.pipeline()
+        pipe.incr(key)
+        pipe.expire(key, window, nx=True)
+        count, _ = pipe.execute()
+        return int(count)
+
+
+class RateLimiter:
+    """`allow(client)` is False once a client used up `limit` requests in the current window."""
+
+    def __init__(self, limit: int, window: int = 3600, redis_url: str | None = None, prefix: str = "digest:rl") -> None:
+        self.limit = limit
+        self.window = window
+        self.prefix = prefix
+        self.memory = MemoryCounter()
+        self.redis: RedisCounter | None = None
+        if redis_url and redis_url.startswith(("redis://", "rediss://")):
+            try:
+                import redis
+
+                client = redis.Redis.from_url(redis_url, socket_connect_timeout=0.5, socket_timeout=0.5)
+                client.ping()
+                self.redis = RedisCounter(client)
+            except Exception as exc:  # noqa: BLE001 - any failure means: count in memory
+                log.warning("rate limits counted in this process: Redis at the broker URL is not reachable (%s)", exc)
+
+    @property
+    def backend(self) -> str:
+        return "redis" if self.redis else "memory"
+
+    def allow(self, client: str, scope: str = "subscribe") -> bool:
+        key = f"{self.prefix}:{scope}:{client}"
+        if self.redis is not None:
+            try:
+                return self.redis.hit(key, self.window) <= self.limit
+            except Exception as exc:  # noqa: BLE001 - Redis went away: keep serving, count here
+                log.warning("Redis rate-limit counter failed, counting in memory: %s", exc)
+        return self.memory.hit(key, self.window) <= self.limit

@@ -1,0 +1,377 @@
+"""Routes: parse the request, call one function of digest.subscriptions, render a page.
+
+No GET changes anything: confirm and unsubscribe links open a page with a button, the POST acts.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from digest import subscriptions as subs
+from digest.links import settings_url
+from digest.models import SubscriberStatus
+from digest.tokens import ExpiredToken, InvalidToken, make_token, read_token
+from digest.web.app import unit_of_work
+from digest.web.csrf import COOKIE, FIELD
+
+router = APIRouter()
+
+BAD_LINK = (
+    "This link is not valid: it may have been changed, cut short by your mail program, or replaced by a newer one. "
+    "Use the link in your most recent email."
+)
+
+
+def _pages(request: Request):
+    return request.app.state.pages
+
+
+def _settings(request: Request):
+    return request.app.state.settings
+
+
+def _form_errors(exc: subs.InvalidInput) -> dict:
+    return {"errors": {k: v for k, v in exc.errors.items() if k not in {t for t, _ in exc.topic_errors}},
+            "topic_errors": exc.topic_errors}
+
+
+def _token_error(request: Request, exc: InvalidToken):
+    if isinstance(exc, ExpiredToken):
+        return _pages(request).error(request, 410, "This link has expired", "Confirmation links work for 7 days. Subscribe again to get a new one.")
+    return _pages(request).error(request, 400, "This link is not valid", BAD_LINK)
+
+
+def _csrf_ok(request: Request, form) -> bool:
+    return request.app.state.pages.csrf.valid(request.cookies.get(COOKIE), form.get(FIELD))
+
+
+def _csrf_error(request: Request):
+    return _pages(request).error(
+        request, 403, "This form has expired", "Reload the page and submit the form again (cookies must be enabled)."
+    )
+
+
+def _has_crlf(form) -> bool:
+    # Only the topics box may hold several lines; every other field must be one line.
+    return any(isinstance(v, str) and ("\r" in v or "\n" in v) for k, v in form.multi_items() if k != "topics")
+
+
+# ---------------------------------------------------------------- landing and subscribe
+
+
+def _landing(request: Request, values: dict | None = None, errors: dict | None = None, status: int = 200):
+    with unit_of_work(request) as session:
+        edition, papers = subs.edition_sample(session)
+        return _pages(request).render(
+            request,
+            "landing.html",
+            {"edition": edition, "papers": papers, "values": values or {}, **(errors or {"errors": {}, "topic_errors": []})},
+            status=status,
+        )
+
+
+@router.get("/", response_class=HTMLResponse)
+async def landing(request: Request):
+    return await run_in_threadpool(_landing, request)
+
+
+@router.post("/subscribe")
+async def subscribe(request: Request):
+    client = request.client.host if request.client else "unknown"
+    if not await run_in_threadpool(request.app.state.limiter.allow, client):
+        return _pages(request).error(
+            request, 429, "Too many requests", "This address sent too many subscribe requests. Try again in an hour.",
+            headers={"Retry-After": "3600"},
+        )
+    form = await request.form()
+    if not _csrf_ok(request, form):
+        return _csrf_error(request)
+    values = {k: str(form.get(k, "")) for k in ("email", "topics", "timezone", "hour")}
+
+    def work():
+        if _has_crlf(form):
+            return _landing(request, values, {"errors": {"email": "must be one line"}, "topic_errors": []}, 422)
+        try:
+            with unit_of_work(request) as session:
+                subs.subscribe_request(
+                    session, values["email"], values["topics"], _settings(request),
+                    timezone=values["timezone"] or None, hour=values["hour"] or None,
+                    transport=request.app.state.transport,
+                )
+        except subs.InvalidInput as exc:
+            return _landing(request, values, _form_errors(exc), 422)
+        return RedirectResponse("/subscribed", status_code=303)
+
+    return await run_in_threadpool(work)
+
+
+@router.get("/subscribed", response_class=HTMLResponse)
+async def subscribed(request: Request):
+    return _pages(request).render(request, "subscribed.html")
+
+
+# ---------------------------------------------------------------- confirm
+
+
+@router.get("/confirm/{token}", response_class=HTMLResponse)
+async def confirm_page(request: Request, token: str):
+    def work():
+        with unit_of_work(request) as session:
+            try:
+                subscriber = read_token(session, token, "confirm", _settings(request))
+            except InvalidToken as exc:
+                return _token_error(request, exc)
+            return _pages(request).render(
+                request, "confirm.html",
+                {"subscriber": subscriber, "topics": [t.query for t in subscriber.topics], "token": token,
+                 "settings_url": settings_url(subscriber, _settings(request))},
+            )
+
+    return await run_in_threadpool(work)
+
+
+@router.post("/confirm/{token}")
+async def confirm(request: Request, token: str):
+    form = await request.form()
+    if not _csrf_ok(request, form):
+        return _csrf_error(request)
+
+    def work():
+        with unit_of_work(request) as session:
+            try:
+                subscriber = read_token(session, token, "confirm", _settings(request))
+                subs.confirm(session, subscriber)
+            except InvalidToken as exc:
+                return _token_error(request, exc)
+            except subs.InvalidInput:
+                return _pages(request).error(
+                    request, 409, "This subscription was ended",
+                    "You unsubscribed after this link was sent. To receive the digest again, subscribe on the home page.",
+                )
+            target = f"/settings/{make_token(subscriber, 'settings', _settings(request))}?confirmed=1"
+        return RedirectResponse(target, status_code=303)
+
+    return await run_in_threadpool(work)
+
+
+# ---------------------------------------------------------------- settings
+
+
+def _settings_page(request, session, subscriber, token, values=None, errors=None, status=200, notice=""):
+    topics_text = "\n".join(t.query for t in subscriber.topics)
+    preview = None
+    try:
+        preview = subs.preview_topics(session, values["topics"] if values else topics_text, subscriber.max_papers)
+    except subs.InvalidInput:
+        preview = None
+    return _pages(request).render(
+        request, "settings.html",
+        {
+            "subscriber": subscriber, "token": token, "notice": notice, "preview": preview,
+            "values": values or {
+                "topics": topics_text, "frequency": subscriber.frequency.value, "weekday": subscriber.weekday,
+                "hour": subscriber.delivery_hour, "timezone": subscriber.timezone,
+                "max_papers": subscriber.max_papers, "notify_empty": subscriber.notify_empty,
+            },
+            "weekdays": subs.WEEKDAYS, "max_papers_limit": subs.MAX_PAPERS_LIMIT,
+            "unsubscribe_token": make_token(subscriber, "unsubscribe", _settings(request)),
+            **(errors or {"errors": {}, "topic_errors": []}),
+        },
+        status=status,
+    )
+
+
+@router.get("/settings/{token}", response_class=HTMLResponse)
+async def settings_page(request: Request, token: str):
+    notice = {"confirmed": "Your subscription is confirmed. Your first digest comes at your delivery hour.",
+              "saved": "Your settings are saved."}
+    key = next((k for k in notice if k in request.query_params), None)
+
+    def work():
+        with unit_of_work(request) as session:
+            try:
+                subscriber = read_token(session, token, "settings", _settings(request))
+            except InvalidToken as exc:
+                return _token_error(request, exc)
+            return _settings_page(request, session, subscriber, token, notice=notice.get(key, ""))
+
+    return await run_in_threadpool(work)
+
+
+@router.post("/settings/{token}")
+async def save_settings(request: Request, token: str):
+    form = await request.form()
+    if not _csrf_ok(request, form):
+        return _csrf_error(request)
+    values = {k: str(form.get(k, "")) for k in ("topics", "frequency", "weekday", "hour", "timezone", "max_papers")}
+    values["notify_empty"] = form.get("notify_empty") == "on"
+
+    def work():
+        with unit_of_work(request) as session:
+            try:
+                subscriber = read_token(session, token, "settings", _settings(request))
+            except InvalidToken as exc:
+                return _token_error(request, exc)
+            if _has_crlf(form):
+                errors = {"errors": {"form": "every field but topics must be one line"}, "topic_errors": []}
+                return _settings_page(request, session, subscriber, token, values, errors, 422)
+            try:
+                subs.update_settings(session, subscriber, subs.SettingsForm(**values))
+            except subs.InvalidInput as exc:  # validated before any write: nothing to undo
+                return _settings_page(request, session, subscriber, token, values, _form_errors(exc), 422)
+        return RedirectResponse(f"/settings/{token}?saved=1", status_code=303)
+
+    return await run_in_threadpool(work)
+
+
+@router.get("/settings/{token}/preview")
+async def preview(request: Request, token: str, topics: str = "", max_papers: str = ""):
+    """The live preview: JSON for the settings page's script (GET: it changes nothing)."""
+
+    def work():
+        with unit_of_work(request) as session:
+            try:
+                subscriber = read_token(session, token, "settings", _settings(request))
+            except InvalidToken:
+                return JSONResponse({"error": "invalid link"}, status_code=400)
+            try:
+                limit = int(max_papers) if max_papers else subscriber.max_papers
+                limit = min(max(limit, 1), subs.MAX_PAPERS_LIMIT)
+            except ValueError:
+                limit = subscriber.max_papers
+            try:
+                result = subs.preview_topics(session, topics, limit)
+            except subs.InvalidInput as exc:
+                return JSONResponse({"errors": [{"topic": t, "message": m} for t, m in exc.topic_errors]
+                                     or [{"topic": "", "message": m} for m in exc.errors.values()]}, status_code=422)
+            return JSONResponse({
+                "edition": result.edition.isoformat() if result.edition else None,
+                "total": result.total,
+                "papers": [{"id": p.id, "title": p.title, "url": p.abs_url} for p in result.papers],
+            })
+
+    return await run_in_threadpool(work)
+
+
+@router.get("/settings/{token}/export")
+async def export(request: Request, token: str):
+    def work():
+        with unit_of_work(request) as session:
+            try:
+                subscriber = read_token(session, token, "settings", _settings(request))
+            except InvalidToken as exc:
+                return _token_error(request, exc)
+            data = subs.export(session, subscriber)
+        return Response(
+            json.dumps(data, indent=2, ensure_ascii=False), media_type="application/json",
+            headers={"Content-Disposition": 'attachment; filename="daily-papers-digest-data.json"'},
+        )
+
+    return await run_in_threadpool(work)
+
+
+@router.post("/settings/{token}/delete")
+async def delete(request: Request, token: str):
+    form = await request.form()
+    if not _csrf_ok(request, form):
+        return _csrf_error(request)
+
+    def work():
+        with unit_of_work(request) as session:
+            try:
+                subscriber = read_token(session, token, "settings", _settings(request))
+            except InvalidToken as exc:
+                return _token_error(request, exc)
+            if form.get("confirm_delete") != "yes":
+                return _settings_page(request, session, subscriber, token, None,
+                                      {"errors": {"delete": "tick the box to confirm the deletion"}, "topic_errors": []}, 422)
+            subs.delete(session, subscriber)
+        return _pages(request).render(request, "deleted.html")
+
+    return await run_in_threadpool(work)
+
+
+# ---------------------------------------------------------------- unsubscribe
+
+
+@router.get("/unsubscribe/{token}", response_class=HTMLResponse)
+async def unsubscribe_page(request: Request, token: str):
+    def work():
+        with unit_of_work(request) as session:
+            try:
+                subscriber = read_token(session, token, "unsubscribe", _settings(request))
+            except InvalidToken as exc:
+                return _token_error(request, exc)
+            return _pages(request).render(
+                request, "unsubscribe.html",
+                {"subscriber": subscriber, "topics": [t.query for t in subscriber.topics], "token": token,
+                 "unsubscribed": subscriber.status == SubscriberStatus.unsubscribed},
+            )
+
+    return await run_in_threadpool(work)
+
+
+@router.post("/unsubscribe/{token}")
+async def unsubscribe(request: Request, token: str):
+    form = await request.form()
+    one_click = form.get("List-Unsubscribe") == "One-Click"
+    if not one_click and not _csrf_ok(request, form):
+        return _csrf_error(request)
+    topic = form.get("topic")
+
+    def work():
+        with unit_of_work(request) as session:
+            try:
+                subscriber = read_token(session, token, "unsubscribe", _settings(request))
+            except InvalidToken as exc:
+                return _token_error(request, exc)
+            if one_click or not topic:
+                subs.unsubscribe(session, subscriber)
+                return _pages(request).render(request, "unsubscribed.html", {"subscriber": subscriber})
+            try:
+                subs.drop_topic(session, subscriber, str(topic))
+            except subs.InvalidInput as exc:
+                return _pages(request).error(request, 422, "That topic could not be dropped", next(iter(exc.errors.values())))
+            return _pages(request).render(
+                request, "topic_dropped.html",
+                {"subscriber": subscriber, "topic": topic, "topics": [t.query for t in subscriber.topics],
+                 "settings_url": settings_url(subscriber, _settings(request))},
+            )
+
+    return await run_in_threadpool(work)
+
+
+# ---------------------------------------------------------------- full edition for one subscriber
+
+
+@router.get("/digest/{edition}/{token}", response_class=HTMLResponse)
+async def edition_page(request: Request, edition: str, token: str):
+    def work():
+        try:
+            day = date.fromisoformat(edition)
+        except ValueError:
+            return _pages(request).error(request, 404, "No such edition", "The date in this link is not a date.")
+        with unit_of_work(request) as session:
+            try:
+                subscriber = read_token(session, token, "view", _settings(request))
+            except InvalidToken as exc:
+                return _token_error(request, exc)
+            papers = subs.edition_matches(session, subscriber, day)
+            return _pages(request).render(
+                request, "edition.html",
+                {"subscriber": subscriber, "edition": day, "papers": papers,
+                 "topics": [t.query for t in subscriber.topics],
+                 "settings_url": settings_url(subscriber, _settings(request))},
+            )
+
+    return await run_in_threadpool(work)
+
+
+@router.get("/healthz")
+async def healthz():
+    return {"ok": True}

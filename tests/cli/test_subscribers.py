@@ -1,0 +1,45 @@
+"""digest subscribe, digest import, digest stats: what an operator types and reads."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from digest.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_subscribe_sends_a_confirmation_to_the_outbox(cli_env, committed_db, tmp_path):
+    result = run("subscribe", "Ana@Example.org", "--topics", "pretraining; diffusion -video")
+    assert result.exit_code == 0, result.output
+    assert "ana@example.org: pending, 2 topic(s); confirmation sent" in result.output
+    assert [p.name for p in (tmp_path / "outbox").iterdir()] == ["ana@example.org.eml"]
+
+
+def test_subscribe_confirmed_is_active_at_once(cli_env, committed_db):
+    result = run("subscribe", "bo@example.org", "--topics", "agents", "--confirmed", "--timezone", "Europe/Paris", "--hour", "6")
+    assert result.exit_code == 0 and "bo@example.org: active, 1 topic(s)" in result.output
+    stats = json.loads(run("stats", "--json").output)
+    assert stats["subscribers"]["active"] == 1
+
+
+def test_subscribe_with_a_bad_topic_or_address_says_why_in_one_line(cli_env, committed_db):
+    result = CliRunner().invoke(main, ["subscribe", "ana@example.org", "--topics", "(broken"])
+    assert result.exit_code == 1 and result.output.startswith("error: topic '(broken'")
+    result = CliRunner().invoke(main, ["subscribe", "nobody", "--topics", "agents"])
+    assert result.exit_code == 1 and "error: email:" in result.output
+    assert json.loads(run("stats", "--json").output)["subscribers"]["pending"] == 0
+
+
+def test_import_reports_bad_rows_by_line_and_keeps_the_good_ones(cli_env, committed_db, tmp_path):
+    source = tmp_path / "people.csv"
+    source.write_text("email,topics\nana@example.org,pretraining;agents\nbroken,agents\nbo@example.org,robot*,UTC,9\n")
+    result = CliRunner().invoke(main, ["import", str(source), "--confirmed"])
+    assert result.exit_code == 1
+    assert "line 3: email:" in result.stderr
+    assert "imported: 2 new, 0 already known, 1 bad row(s)" in result.output
+    assert "2 active" in run("stats").output

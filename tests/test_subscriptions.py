@@ -1,0 +1,157 @@
+"""The library behind the pages and commands: validation, double opt-in, limits, lifecycle."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
+
+import pytest
+from hypothesis import given, strategies as st
+from sqlalchemy import select
+
+from digest import subscriptions as subs
+from digest.mailer import OutboxTransport, TransientFailure
+from digest.models import Subscriber, SubscriberStatus, Suppression
+from tests.factories import make_subscriber
+
+NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def outbox(tmp_path):
+    return OutboxTransport(tmp_path / "sent")
+
+
+def test_split_topics_lines_semicolons_and_commas_outside_quotes():
+    text = 'pretraining\r\n  diffusion   -video ;author:"Ruiz, Ana", robot*\n\n"a, b; c"'
+    # A semicolon always separates; a comma only outside quotes.
+    assert subs.split_topics(text) == ["pretraining", "diffusion -video", 'author:"Ruiz, Ana"', "robot*", '"a, b', 'c"']
+
+
+@given(st.text())
+def test_split_topics_never_crashes_and_never_returns_a_line_break(text):
+    for topic in subs.split_topics(text):
+        assert topic and "\n" not in topic and "\r" not in topic
+
+
+@pytest.mark.parametrize("raw,stored", [
+    ("Ana@Example.org", "ana@example.org"),
+    ("  bo@EXAMPLE.ORG  ", "bo@example.org"),
+    ("ana+papers@example.org", "ana+papers@example.org"),
+])
+def test_addresses_are_normalised(raw, stored):
+    assert subs.normalise_email(raw) == stored
+
+
+@pytest.mark.parametrize("bad", [
+    "", "plain", "a@", "@b.org", "a@b..org", "a b@c.org", "ana@example.org\r\nBcc: x@y.org", "ana@example.org\n",
+    "ana\x00@example.org", "a@localhost",
+])
+def test_bad_addresses_are_refused(bad):
+    with pytest.raises(subs.InvalidInput) as caught:
+        subs.normalise_email(bad)
+    assert "email" in caught.value.errors
+
+
+def test_topics_are_checked_by_the_query_parser_and_every_bad_one_is_named():
+    with pytest.raises(subs.TopicErrors) as caught:
+        subs.clean_topics(["pretraining", "(graph", 'title:"open', "fine"])
+    assert [t for t, _ in caught.value.topic_errors] == ["(graph", 'title:"open']
+    assert all(message for _, message in caught.value.topic_errors)
+
+
+def test_duplicate_topics_collapse_to_the_first_spelling():
+    assert subs.clean_topics(["LLMs", "llm", "pretraining"]) == ["LLMs", "pretraining"]
+
+
+def test_subscribe_sends_one_confirmation_with_a_link_and_the_topics(session, settings, outbox):
+    subscriber = subs.subscribe(session, "Ana@Example.org", "pretraining; agents", settings, now=NOW, transport=outbox)
+    assert subscriber.status == SubscriberStatus.pending and subscriber.next_due_at is None
+    [path] = outbox.written
+    message = message_from_bytes(path.read_bytes(), policy=policy.default)
+    assert message["To"] == "ana@example.org" and message["Auto-Submitted"] == "auto-generated"
+    body = message.get_body(("plain",)).get_content()
+    assert "http://digest.test/confirm/" in body and "pretraining" in body and "agents" in body
+
+
+def test_confirmations_are_capped_at_two_an_hour_per_address(session, settings, outbox):
+    for minute in range(0, 50, 10):
+        subs.subscribe(session, "ana@example.org", "agents", settings, now=NOW + timedelta(minutes=minute), transport=outbox)
+    assert len(outbox.written) == 2
+    subs.subscribe(session, "ana@example.org", "agents", settings, now=NOW + timedelta(minutes=61), transport=outbox)
+    assert len(outbox.written) == 3
+
+
+def test_a_mail_failure_keeps_the_subscriber_and_lets_a_later_request_retry(session, settings, outbox):
+    class Down:
+        def send(self, *args):
+            raise TransientFailure("421 try later")
+
+    outcome = subs.subscribe_request(session, "ana@example.org", "agents", settings, now=NOW, transport=Down())
+    assert outcome.subscriber.status == SubscriberStatus.pending and not outcome.confirmation_sent
+    assert outcome.subscriber.confirmations_sent == 0
+    subs.subscribe(session, "ana@example.org", "agents", settings, now=NOW, transport=outbox)
+    assert len(outbox.written) == 1
+
+
+def test_confirmed_subscribe_sends_nothing_and_schedules(session, settings, outbox):
+    subscriber = subs.subscribe(session, "ana@example.org", ["agents"], settings, timezone="Asia/Tokyo", hour=8,
+                                confirmed=True, now=NOW, transport=outbox)
+    assert subscriber.status == SubscriberStatus.active and outbox.written == []
+    # 08:00 in Tokyo is 23:00 UTC the day before: the next one after 09:00 UTC on the 26th.
+    assert subscriber.next_due_at == datetime(2026, 11, 26, 23, 0, tzinfo=UTC)
+
+
+def test_a_suppressed_active_address_must_confirm_again(session, settings, outbox):
+    make_subscriber(session, "ana@example.org", ["agents"], status=SubscriberStatus.active)
+    session.add(Suppression(email="ana@example.org", reason="550 no such user"))
+    session.flush()
+    subscriber = subs.subscribe(session, "ana@example.org", ["agents"], settings, now=NOW, transport=outbox)
+    assert subscriber.status == SubscriberStatus.pending and len(outbox.written) == 1
+    subs.confirm(session, subscriber, now=NOW)
+    assert session.get(Suppression, "ana@example.org") is None and subscriber.status == SubscriberStatus.active
+
+
+def test_update_settings_validates_everything_before_writing(session):
+    subscriber = make_subscriber(session, topics=["agents"])
+    with pytest.raises(subs.InvalidInput) as caught:
+        subs.update_settings(session, subscriber, subs.SettingsForm(topics="robots\n(bad", hour="30", max_papers="5"))
+    assert "hour" in caught.value.errors and caught.value.topic_errors[0][0] == "(bad"
+    assert [t.query for t in subscriber.topics] == ["agents"] and subscriber.max_papers == 10
+
+
+def test_unsubscribe_is_idempotent_and_clears_the_schedule(session):
+    subscriber = make_subscriber(session, next_due_at=NOW)
+    subs.unsubscribe(session, subscriber, now=NOW)
+    first = subscriber.unsubscribed_at
+    subs.unsubscribe(session, subscriber, now=NOW + timedelta(hours=1))
+    assert subscriber.unsubscribed_at == first and subscriber.next_due_at is None
+
+
+def test_import_keeps_good_rows_and_reports_bad_ones_by_line(session, settings, outbox):
+    csv_text = (
+        "email,topics,timezone,hour\n"
+        "ana@example.org,pretraining; agents,Europe/Berlin,6\n"
+        "not-an-address,agents\n"
+        "bo@example.org,(broken\n"
+        "cy@example.org,diffusion,Mars/Base,7\n"
+        "dee@example.org,diffusion,,25\n"
+        "eve@example.org\n"
+        "\n"
+        "fay@example.org,robot*\n"
+    )
+    report = subs.import_csv(session, io.StringIO(csv_text), settings, transport=outbox)
+    assert report.added == 2
+    assert [line for line, _ in report.errors] == [3, 4, 5, 6, 7]
+    emails = session.scalars(select(Subscriber.email).order_by(Subscriber.email)).all()
+    assert emails == ["ana@example.org", "fay@example.org"]
+    assert len(outbox.written) == 2  # double opt-in for imported addresses too
+
+
+def test_stats_count_by_status(session, settings):
+    make_subscriber(session, "a@example.org", ["agents"], status=SubscriberStatus.active)
+    make_subscriber(session, "b@example.org", ["agents", "robots"], status=SubscriberStatus.pending)
+    figures = subs.stats(session)
+    assert figures["subscribers"] == {"pending": 1, "active": 1, "unsubscribed": 0}
+    assert figures["top_topics"][0] == {"topic": "agents", "subscribers": 2}
