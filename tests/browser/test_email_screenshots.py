@@ -1,0 +1,103 @@
+"""The sample digest, the "nothing matched" note and the confirmation email as a mail client
+shows them: Debian's chromium (Playwright), at phone (375) and desktop (800) widths, light and
+dark. The HTML is taken from the parsed MIME message, so this is what a reader's client gets.
+Screenshots go to artifacts/screenshots/ (kept by CI)."""
+
+from __future__ import annotations
+
+import pytest
+
+from digest.config import REPO_ROOT
+from digest.message import build_message, make_message_id, to_bytes
+from digest.render import EditionRenderer, render_email
+from tests.render.helpers import EDITION, LINKS, NO_MORE, body, parse, ranked
+
+pytestmark = [pytest.mark.browser]
+
+SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+WIDTHS = (375, 800)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def delivered_html(rendered, settings) -> str:
+    data = to_bytes(
+        build_message(rendered, "ana@example.org", settings, message_id=make_message_id(1, EDITION, settings),
+                      unsubscribe_url=LINKS.unsubscribe_url),
+        settings,
+    )
+    return body(parse(data), "html")
+
+
+def sample_emails(settings) -> dict[str, str]:
+    renderer = EditionRenderer(settings, EDITION)
+    matches = ranked(["pretraining", "diffusion", "video generation"])
+    digest = renderer.render_digest("ana@example.org", ["pretraining", "diffusion", "video generation"],
+                                    matches[:10], len(matches), LINKS)
+    empty = renderer.render_empty("ana@example.org", ["quantum gravity"], NO_MORE)
+    confirm = render_email("confirm", settings=settings, email="ana@example.org",
+                           confirm_url="http://digest.test/confirm/tok", topics=["pretraining", "diffusion -video"])
+    return {name: delivered_html(r, settings) for name, r in (("digest", digest), ("empty", empty), ("confirm", confirm))}
+
+
+def show(browser, html: str, width: int, scheme: str):
+    context = browser.new_context(viewport={"width": width, "height": 900}, color_scheme=scheme)
+    page = context.new_page()
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.route("**/*", lambda route: route.abort())  # an email loads nothing from anywhere
+    page.set_content(html, wait_until="load")
+    return context, page, requests
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize("width", WIDTHS)
+def test_emails_fit_the_screen_and_are_screenshotted(browser, settings, width, scheme):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for name, html in sample_emails(settings).items():
+        context, page, requests = show(browser, html, width, scheme)
+        try:
+            assert requests == [], f"{name} loads {requests}"
+            # nothing wider than the screen: no sideways scrolling on a phone
+            assert page.evaluate("document.documentElement.scrollWidth") <= width, name
+            box = page.locator("table.container").bounding_box()
+            assert box["width"] <= 642 and box["x"] >= 0, (name, box)
+            # no text smaller than 12px
+            smallest = page.evaluate(
+                "Math.min(...[...document.querySelectorAll('p, a, span, td, h1, h2, li')]"
+                ".filter(e => e.offsetParent !== null && e.textContent.trim())"
+                ".map(e => parseFloat(getComputedStyle(e).fontSize)))"
+            )
+            assert smallest >= 12, (name, smallest)
+            background = page.evaluate("getComputedStyle(document.querySelector('table.container')).backgroundColor")
+            assert background == ("rgb(255, 255, 255)" if scheme == "light" else "rgb(31, 41, 55)"), (name, background)
+            page.screenshot(path=str(SCREENSHOTS / f"email-{name}-{width}-{scheme}.png"), full_page=True)
+        finally:
+            context.close()
+
+
+def test_digest_cards_read_well_on_a_phone(browser, settings):
+    html = sample_emails(settings)["digest"]
+    context, page, _ = show(browser, html, 375, "light")
+    try:
+        titles = page.locator("a.title-link")
+        assert titles.count() == 10
+        first = titles.first.bounding_box()
+        assert first["x"] >= 12 and first["x"] + first["width"] <= 375 - 12  # padding on both sides
+        marks = page.locator("mark")
+        assert marks.count() > 0
+        assert page.evaluate("getComputedStyle(document.querySelector('mark')).backgroundColor") == "rgb(254, 240, 138)"
+        assert page.get_by_text("See all").is_visible()
+        assert page.get_by_role("link", name="Unsubscribe").is_visible()
+    finally:
+        context.close()
