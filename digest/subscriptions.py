@@ -23,8 +23,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -44,7 +42,9 @@ from digest.models import (
     Suppression,
     Topic,
 )
-from digest.matching import EditionIndex, QueryError, parse_query, rank, validate_topics
+from digest.matching import EditionIndex, Match, QueryError, parse_query, rank, validate_topics
+from digest.message import build_message, to_bytes
+from digest.render import render_email
 from digest.schedule import next_due_at
 from digest.tokens import rotate_tokens
 
@@ -201,42 +201,16 @@ def _schedule(subscriber: Subscriber, now: datetime) -> None:
 # ---------------------------------------------------------------- confirmation email
 
 
-def _confirmation_message(subscriber: Subscriber, settings: Settings) -> EmailMessage:
+def _confirmation_message(subscriber: Subscriber, settings: Settings) -> bytes:
+    """The confirmation email in the digest's look, as sent (CRLF, DKIM-signed when configured)."""
     from digest.links import confirm_url
 
-    topics = [t.query for t in subscriber.topics]
-    url = confirm_url(subscriber, settings)
-    try:
-        from digest.render import render_email
-    except ImportError:  # TODO(render): the confirm template lands with digest.render
-        render_email = None
-    message = EmailMessage()
-    message["From"] = settings.sender
-    message["To"] = subscriber.email
-    message["Date"] = format_datetime(datetime.now(timezone.utc))
-    message["Message-ID"] = make_msgid(domain=settings.sender_domain)
-    message["Auto-Submitted"] = "auto-generated"
-    if render_email is not None:
-        rendered = render_email("confirm", email=subscriber.email, confirm_url=url, topics=topics)
-        message["Subject"] = rendered.subject
-        message.set_content(rendered.text)
-        message.add_alternative(rendered.html, subtype="html")
-    else:
-        message["Subject"] = "Confirm your Daily Papers Digest subscription"
-        lines = [
-            "Someone, hopefully you, asked to receive the Daily Papers Digest at this address,",
-            "with these topics:",
-            "",
-            *[f"  - {t}" for t in topics],
-            "",
-            "To confirm, open this link and press the button (the link works for 7 days):",
-            "",
-            url,
-            "",
-            "If it was not you, ignore this message: you will receive nothing else.",
-        ]
-        message.set_content("\n".join(lines))
-    return message
+    rendered = render_email(
+        "confirm", settings, email=subscriber.email, confirm_url=confirm_url(subscriber, settings),
+        topics=[t.query for t in subscriber.topics],
+    )
+    # No List-Unsubscribe: the address is not on the list until it confirms.
+    return to_bytes(build_message(rendered, subscriber.email, settings, list_unsubscribe=False), settings)
 
 
 def _may_send_confirmation(subscriber: Subscriber, now: datetime) -> bool:
@@ -286,6 +260,7 @@ class SubscribeOutcome:
     subscriber: Subscriber
     created: bool = False
     confirmation_sent: bool = False
+    confirmation_due: bool = False
     note: str = ""
 
 
@@ -311,7 +286,10 @@ def subscribe_request(
     confirmed: bool = False,
     now: datetime | None = None,
     transport=None,
+    defer_confirmation: bool = False,
 ) -> SubscribeOutcome:
+    """subscribe(), telling what happened. With defer_confirmation the email is not sent here:
+    `confirmation_due` says whether the caller should run send_due_confirmation after commit."""
     now = now or datetime.now(UTC)
     address = normalise_email(email)
     cleaned = clean_topics(topics)
@@ -358,10 +336,26 @@ def subscribe_request(
         outcome.note = "active (confirmed by the operator)"
     else:
         _schedule(subscriber, now)
-        outcome.confirmation_sent = send_confirmation(session, subscriber, settings, now=now, transport=transport)
-        outcome.note = "confirmation sent" if outcome.confirmation_sent else "confirmation not sent (hourly cap or mail failure)"
+        if defer_confirmation:
+            outcome.confirmation_due = _may_send_confirmation(subscriber, now)
+            outcome.note = "confirmation to be sent" if outcome.confirmation_due else "confirmation not sent (hourly cap)"
+        else:
+            outcome.confirmation_sent = send_confirmation(session, subscriber, settings, now=now, transport=transport)
+            outcome.note = "confirmation sent" if outcome.confirmation_sent else "confirmation not sent (hourly cap or mail failure)"
     session.flush()
     return outcome
+
+
+def send_due_confirmation(session: Session, subscriber_id: int, settings: Settings, *, now=None, transport=None) -> bool:
+    """The deferred half of a subscribe request, run after its transaction committed (the web
+    sends after answering, so the answer's timing does not tell whether the address was known).
+    Locks the row so two requests racing for one address still respect the hourly cap."""
+    subscriber = session.scalars(
+        select(Subscriber).where(Subscriber.id == subscriber_id).with_for_update()
+    ).one_or_none()
+    if subscriber is None or subscriber.status != SubscriberStatus.pending:
+        return False
+    return send_confirmation(session, subscriber, settings, now=now, transport=transport)
 
 
 def subscribe(
@@ -650,11 +644,11 @@ def preview_topics(session: Session, topics: list[str] | str, limit: int = DEFAU
     return Preview(edition, ranked[:limit], len(ranked))
 
 
-def edition_matches(session: Session, subscriber: Subscriber, edition: date) -> list[Paper]:
+def edition_matches(session: Session, subscriber: Subscriber, edition: date) -> list[Match]:
     """Every paper of one edition that the subscriber's topics match, best first (no limit)."""
     papers = session.scalars(select(Paper).where(Paper.edition == edition)).all()
     topics = [t.query for t in subscriber.topics]
-    return _rank(list(papers), topics) if topics else []
+    return rank(EditionIndex.build(list(papers)), topics) if topics and papers else []
 
 
 def _rank(papers: list[Paper], topics: list[str]) -> list[Paper]:

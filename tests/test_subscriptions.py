@@ -155,3 +155,14 @@ def test_stats_count_by_status(session, settings):
     figures = subs.stats(session)
     assert figures["subscribers"] == {"pending": 1, "active": 1, "unsubscribed": 0}
     assert figures["top_topics"][0] == {"topic": "agents", "subscribers": 2}
+
+
+def test_a_deferred_confirmation_is_sent_after_commit_and_only_while_pending(session, settings, outbox):
+    outcome = subs.subscribe_request(session, "ana@example.org", "agents", settings, now=NOW, defer_confirmation=True)
+    assert outcome.confirmation_due and outbox.written == []
+    assert subs.send_due_confirmation(session, outcome.subscriber.id, settings, now=NOW, transport=outbox)
+    assert len(outbox.written) == 1
+    subs.confirm(session, outcome.subscriber, now=NOW)
+    assert not subs.send_due_confirmation(session, outcome.subscriber.id, settings, now=NOW, transport=outbox)
+    assert not subs.send_due_confirmation(session, 999_999, settings, now=NOW, transport=outbox)
+    assert len(outbox.written) == 1

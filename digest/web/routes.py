@@ -10,16 +10,25 @@ from datetime import date
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from digest import subscriptions as subs
-from digest.links import settings_url
+from digest.links import settings_url, unsubscribe_url, view_url
+from digest.render import DigestLinks, render_full_edition_html
 from digest.models import SubscriberStatus
 from digest.tokens import ExpiredToken, InvalidToken, make_token, read_token
 from digest.web.app import unit_of_work
 from digest.web.csrf import COOKIE, FIELD
 
 router = APIRouter()
+
+# The full-edition page is the digest email's own HTML, whose styles are inline (as email needs):
+# allow inline styles there, and still no script at all.
+EMAIL_PAGE_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'none'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
 
 BAD_LINK = (
     "This link is not valid: it may have been changed, cut short by your mail program, or replaced by a newer one. "
@@ -98,16 +107,23 @@ async def subscribe(request: Request):
             return _landing(request, values, {"errors": {"email": "must be one line"}, "topic_errors": []}, 422)
         try:
             with unit_of_work(request) as session:
-                subs.subscribe_request(
+                outcome = subs.subscribe_request(
                     session, values["email"], values["topics"], _settings(request),
-                    timezone=values["timezone"] or None, hour=values["hour"] or None,
-                    transport=request.app.state.transport,
+                    timezone=values["timezone"] or None, hour=values["hour"] or None, defer_confirmation=True,
                 )
+                subscriber_id = outcome.subscriber.id
         except subs.InvalidInput as exc:
             return _landing(request, values, _form_errors(exc), 422)
-        return RedirectResponse("/subscribed", status_code=303)
+        # The email goes out after the answer: its timing must not tell a new address from a known one.
+        task = BackgroundTask(_send_confirmation, request, subscriber_id) if outcome.confirmation_due else None
+        return RedirectResponse("/subscribed", status_code=303, background=task)
 
     return await run_in_threadpool(work)
+
+
+def _send_confirmation(request: Request, subscriber_id: int) -> None:
+    with unit_of_work(request) as session:
+        subs.send_due_confirmation(session, subscriber_id, _settings(request), transport=request.app.state.transport)
 
 
 @router.get("/subscribed", response_class=HTMLResponse)
@@ -361,13 +377,13 @@ async def edition_page(request: Request, edition: str, token: str):
                 subscriber = read_token(session, token, "view", _settings(request))
             except InvalidToken as exc:
                 return _token_error(request, exc)
-            papers = subs.edition_matches(session, subscriber, day)
-            return _pages(request).render(
-                request, "edition.html",
-                {"subscriber": subscriber, "edition": day, "papers": papers,
-                 "topics": [t.query for t in subscriber.topics],
-                 "settings_url": settings_url(subscriber, _settings(request))},
-            )
+            matches = subs.edition_matches(session, subscriber, day)
+            settings = _settings(request)
+            links = DigestLinks(settings_url(subscriber, settings), unsubscribe_url(subscriber, settings),
+                                view_url(subscriber, day, settings), None)
+            html = render_full_edition_html(settings, day, subscriber.email, [t.query for t in subscriber.topics],
+                                            matches, links)
+        return HTMLResponse(html, headers={"Content-Security-Policy": EMAIL_PAGE_POLICY})
 
     return await run_in_threadpool(work)
 

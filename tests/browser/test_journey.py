@@ -23,7 +23,8 @@ from digest.db import session_factory
 from digest.ingest import store_papers
 from digest.models import Subscriber, SubscriberStatus
 from digest.sources.file import parse_record
-from digest.subscriptions import preview_topics
+from digest.links import view_url
+from digest.subscriptions import latest_edition, preview_topics
 from digest.web import create_app
 from digest.web.ratelimit import RateLimiter
 from tests.conftest import REDIS_URL
@@ -94,7 +95,7 @@ def server(committed_db, database_url, inbox, tmp_path):
     while not uv.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    yield base_url, sessions
+    yield base_url, sessions, settings
     uv.should_exit = True
     thread.join(10)
     listener.close()
@@ -132,7 +133,7 @@ def subscriber_row(sessions, email):
 
 
 def test_subscribe_confirm_change_topics_unsubscribe_and_subscribe_again(server, inbox, browser):
-    base_url, sessions = server
+    base_url, sessions, settings = server
     mails, _ = inbox
     context = browser.new_context(viewport={"width": 1280, "height": 900}, timezone_id="Europe/Berlin")
     page = context.new_page()
@@ -227,4 +228,14 @@ def test_subscribe_confirm_change_topics_unsubscribe_and_subscribe_again(server,
     response = page.goto(settings_url)
     assert response.status == 400 and page.get_by_role("heading", name="This link is not valid").is_visible()
     shoot(page, "08-old-link")
+
+    # The full edition behind "view in browser": the digest's own HTML, styled, every match.
+    with sessions() as session:
+        edition = latest_edition(session)
+        expected = preview_topics(session, "pretraining", 50)
+    page.goto(view_url(row, edition, settings))
+    shoot(page, "09-full-edition")
+    shown = " ".join(page.inner_text("body").split())
+    for paper in expected.papers:
+        assert " ".join(paper.title.split()) in shown
     context.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from digest.cli import main
@@ -43,3 +44,38 @@ def test_import_reports_bad_rows_by_line_and_keeps_the_good_ones(cli_env, commit
     assert "line 3: email:" in result.stderr
     assert "imported: 2 new, 0 already known, 1 bad row(s)" in result.output
     assert "2 active" in run("stats").output
+
+
+@pytest.mark.integration
+def test_digest_web_serves_the_pages_on_port(cli_env, committed_db):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, **cli_env, "PORT": str(port)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "digest.cli", "web", "--host", "127.0.0.1"], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    process.kill()
+                    pytest.fail("digest web did not answer:\n" + process.communicate()[0])
+                time.sleep(0.2)
+        assert answer.status_code == 200 and "Subscribe" in answer.text
+    finally:
+        process.terminate()
+        process.wait(10)
