@@ -7,6 +7,8 @@ The result is cached on the index under the query's canonical key.
 
 from __future__ import annotations
 
+from collections.abc import Set
+
 from digest.matching.index import EditionIndex
 from digest.matching.query import AllWords, And, Node, Not, Or, Query, Term
 
@@ -18,7 +20,7 @@ def evaluate(index: EditionIndex, query: Query) -> QueryHits:
     cached = index.query_cache.get(query.key)
     if cached is not None:
         return cached
-    sets: dict[int, set[int]] = {}
+    sets: dict[int, Set[int]] = {}
     matched = _papers(index, query.root, sets)
     hits: QueryHits = {}
     for paper in matched:
@@ -29,9 +31,9 @@ def evaluate(index: EditionIndex, query: Query) -> QueryHits:
     return hits
 
 
-def _papers(index: EditionIndex, node: Node, sets: dict[int, set[int]]) -> set[int]:
+def _papers(index: EditionIndex, node: Node, sets: dict[int, Set[int]]) -> Set[int]:
     if isinstance(node, (Term, AllWords)):
-        result = set(index.term_hits(node))
+        result = index.term_hits(node).papers
     elif isinstance(node, Not):
         result = set(range(len(index))) - _papers(index, node.child, sets)
     elif isinstance(node, Or):
@@ -42,7 +44,8 @@ def _papers(index: EditionIndex, node: Node, sets: dict[int, set[int]]) -> set[i
         included = [child for child in node.children if not isinstance(child, Not)]
         excluded = [child.child for child in node.children if isinstance(child, Not)]
         if included:
-            result = set.intersection(*(_papers(index, child, sets) for child in included))
+            parts = sorted((_papers(index, child, sets) for child in included), key=len)
+            result = set(parts[0]).intersection(*parts[1:])
         else:
             result = set(range(len(index)))
         for child in excluded:
@@ -53,9 +56,11 @@ def _papers(index: EditionIndex, node: Node, sets: dict[int, set[int]]) -> set[i
     return result
 
 
-def _evidence(index: EditionIndex, node: Node, paper: int, sets: dict[int, set[int]], found: set) -> None:
+def _evidence(index: EditionIndex, node: Node, paper: int, sets: dict[int, Set[int]], found: set) -> None:
     if isinstance(node, (Term, AllWords)):
-        found.update(index.term_hits(node).get(paper, ()))
+        hits = index.term_hits(node)
+        if paper in hits.papers:
+            found.update(hits.evidence(paper))
     elif isinstance(node, And):
         for child in node.children:
             if not isinstance(child, Not):

@@ -10,44 +10,51 @@ pair. Positions map back to character offsets for highlighting.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+import gc
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-from digest.matching.normalize import compounds, joined, word_keys
+from digest.matching.normalize import JOINERS, PART_PATTERN, fold, word_keys
 from digest.matching.query import ABSTRACT, AUTHOR, CATEGORY, TITLE, AllWords, Term, Word, glue
 
 Occurrence = tuple[int, int]  # first and last token position, inclusive
-Hits = dict[int, set[Occurrence]]  # paper position in the edition -> occurrences
+Hits = dict[int, Collection[Occurrence]]  # paper position in the edition -> occurrences
 LIST_SEPARATOR = "; "  # how author and category lists are shown, and how their offsets count
 _FIELDS = (TITLE, ABSTRACT, AUTHOR, CATEGORY)
 _OLDEST = datetime.min.replace(tzinfo=timezone.utc)
 
 
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Building an index or a hundred thousand digests makes millions of small objects that all
+    stay alive and form no cycles: the cyclic collector would rescan them again and again without
+    freeing one, so it waits until the work is done."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
 class _FieldIndex:
-    __slots__ = ("postings", "_key_surfaces", "_sorted")
+    __slots__ = ("postings", "_sorted")
 
     def __init__(self) -> None:
         self.postings: dict[str, dict[int, list[Occurrence]]] = {}
-        self._key_surfaces: dict[str, list[str]] | None = None
         self._sorted: list[str] | None = None
 
-    def add(self, surface: str, paper: int, occurrence: Occurrence) -> None:
-        by_paper = self.postings.get(surface)
-        if by_paper is None:
-            self.postings[surface] = {paper: [occurrence]}
-        elif paper in by_paper:
-            by_paper[paper].append(occurrence)
-        else:
-            by_paper[paper] = [occurrence]
-
     def surfaces_for_key(self, key: str) -> list[str]:
-        if self._key_surfaces is None:
-            self._key_surfaces = {}
-            for surface in self.postings:
-                for form in word_keys(surface):
-                    self._key_surfaces.setdefault(form, []).append(surface)
-        return self._key_surfaces.get(key, [])
+        """The indexed word forms whose plural-folded keys include `key`: word_keys only ever
+        removes "s", "es" or "ies" (for "y"), so these are the only candidates."""
+        candidates = [key, key + "s", key + "es"]
+        if key.endswith("y"):
+            candidates.append(key[:-1] + "ies")
+        postings = self.postings
+        return [surface for surface in candidates if surface in postings and key in word_keys(surface)]
 
     def surfaces_with_prefix(self, prefix: str) -> list[str]:
         if self._sorted is None:
@@ -78,9 +85,10 @@ class EditionIndex:
         # Per field and paper: the (start, end) character offsets of each token position.
         self.offsets: dict[int, list[list[tuple[int, int] | None]]] = {field: [] for field in _FIELDS}
         self.texts: dict[int, list[str]] = {field: [] for field in _FIELDS}
-        for number, paper in enumerate(self.papers):
-            for field in _FIELDS:
-                self._add_text(field, number, paper)
+        with paused_gc():
+            for number, paper in enumerate(self.papers):
+                for field in _FIELDS:
+                    self._add_text(field, number, paper)
         # Digest order among equal scores: upvotes, then recency, then arXiv id (stable).
         order = sorted(
             range(len(self.papers)),
@@ -94,10 +102,11 @@ class EditionIndex:
         for rank, number in enumerate(order):
             self.tiebreak[number] = rank
         self._words: dict[tuple[int, Word], Hits] = {}
-        self._terms: dict[Term, dict[int, tuple[tuple[int, int, int], ...]]] = {}
+        self._terms: dict[Term | AllWords, TermHits] = {}
         self.query_cache: dict[str, Any] = {}  # Query.key -> evaluated hits (see evaluate.py)
-        self.topic_cache: dict[str, Any] = {}  # topic text -> its ranked single-topic matches (rank.py)
-        self.combination_cache: dict[Any, Any] = {}  # (paper, topics) -> Match (rank.py)
+        self.topic_cache: dict[str, Any] = {}  # topic text -> its single-topic matches (rank.py)
+        self.matches_by_key: dict[int, Any] = {}  # sort key -> Match, of one topic or several (rank.py)
+        self.combination_cache: dict[Any, int] = {}  # (paper, topics) -> sort key (rank.py)
 
     @classmethod
     def build(cls, papers: Sequence[Any]) -> EditionIndex:
@@ -107,7 +116,7 @@ class EditionIndex:
         return len(self.papers)
 
     def _add_text(self, field: int, number: int, paper: Any) -> None:
-        index = self._fields[field]
+        postings = self._fields[field].postings
         offsets: list[tuple[int, int] | None] = []
         text = _text(paper, field)
         self.texts[field].append(text)
@@ -120,14 +129,50 @@ class EditionIndex:
                 base += len(item) + len(LIST_SEPARATOR)
         else:
             pieces = [(text, 0)]
+
+        def add(surface: str, occurrence: Occurrence) -> None:
+            by_paper = postings.get(surface)
+            if by_paper is None:
+                postings[surface] = {number: [occurrence]}
+            else:
+                found = by_paper.get(number)
+                if found is None:
+                    by_paper[number] = [occurrence]
+                else:
+                    found.append(occurrence)
+
+        # The loop below is parts() inlined, with add() inlined for single parts: it runs for every
+        # word of every paper, and an edition is indexed within the digest's time budget.
+        find_parts, fold_part = PART_PATTERN.finditer, fold
         for piece, base in pieces:
-            for parts in compounds(piece):
-                first = len(offsets)
-                for part in parts:
-                    index.add(part.text, number, (len(offsets), len(offsets)))
-                    offsets.append((base + part.start, base + part.end))
-                if len(parts) > 1:
-                    index.add(joined(parts), number, (first, len(offsets) - 1))
+            compound: list[str] = []
+            previous_end = -2
+            for match in find_parts(piece):
+                start, end = match.span()
+                folded = fold_part(match.group())
+                if not folded:
+                    continue
+                position = len(offsets)
+                if start == previous_end + 1 and piece[previous_end] in JOINERS:
+                    compound.append(folded)
+                else:
+                    if len(compound) > 1:
+                        add("".join(compound), (position - len(compound), position - 1))
+                    compound = [folded]
+                previous_end = end
+                occurrence = (position, position)
+                by_paper = postings.get(folded)
+                if by_paper is None:
+                    postings[folded] = {number: [occurrence]}
+                else:
+                    found = by_paper.get(number)
+                    if found is None:
+                        by_paper[number] = [occurrence]
+                    else:
+                        found.append(occurrence)
+                offsets.append((base + start, base + end))
+            if len(compound) > 1:
+                add("".join(compound), (len(offsets) - len(compound), len(offsets) - 1))
             offsets.append(None)
         self.offsets[field].append(offsets)
 
@@ -135,101 +180,105 @@ class EditionIndex:
 
     def word_hits(self, field: int, word: Word) -> Hits:
         """Where one query word occurs: its own forms, compounds glued or split ("pretraining" in
-        "pre-training" and "pre training"), plurals, or any word it begins (prefix)."""
+        "pre-training" and "pre training"), plurals, or any word it begins (prefix). The result may
+        be the index's own postings: read it, never change it."""
         cached = self._words.get((field, word))
         if cached is not None:
             return cached
         index = self._fields[field]
-        hits: Hits = {}
+        postings = index.postings
+        sources: list[Hits] = []
         if word.prefix:
-            for surface in index.surfaces_with_prefix(word.text):
-                _merge(hits, index.postings[surface])
+            sources.extend(postings[surface] for surface in index.surfaces_with_prefix(word.text))
             for cut in range(2, len(word.text) - 1):
-                left = word.text[:cut]
-                if left in index.postings:
+                left = postings.get(word.text[:cut])
+                if left is not None:
                     for right in index.surfaces_with_prefix(word.text[cut:]):
-                        _adjacent(hits, index.postings[left], index.postings[right])
+                        sources.append(_adjacent(left, postings[right]))
         else:
             for key in word.keys:
-                for surface in index.surfaces_for_key(key):
-                    _merge(hits, index.postings[surface])
+                sources.extend(postings[surface] for surface in index.surfaces_for_key(key))
                 for cut in range(2, len(key) - 1):
-                    left = key[:cut]
-                    if left in index.postings:
+                    left = postings.get(key[:cut])
+                    if left is not None:
                         for right in index.surfaces_for_key(key[cut:]):
-                            _adjacent(hits, index.postings[left], index.postings[right])
+                            sources.append(_adjacent(left, postings[right]))
             if len(word.parts) > 2:  # "text-to-image" written "text to image"
-                parts = tuple(Word(part, (part,)) for part in word.parts)
-                for paper, found in self._phrase(field, parts).items():
-                    hits.setdefault(paper, set()).update(found)
+                sources.append(self._phrase(field, tuple(Word(part, (part,)) for part in word.parts)))
+        sources = [source for source in sources if source]
+        hits = sources[0] if len(sources) == 1 else _union(sources)
         self._words[(field, word)] = hits
         return hits
 
     def _phrase(self, field: int, words: tuple[Word, ...]) -> Hits:
         """Occurrences of the words in order and adjacent; two neighbours may also stand glued
         ("pre training" finds "pretraining")."""
-        reached: dict[int, Hits | None] = {0: None}  # words matched so far -> spans per paper
+        alone = [self.word_hits(field, word) for word in words]
+        glued = [
+            self.word_hits(field, glue(words[i], words[i + 1])) if not words[i].prefix else {}
+            for i in range(len(words) - 1)
+        ]
+        # Only papers where every word occurs, alone or glued to a neighbour, can hold the phrase.
+        candidates: set[int] | None = None
+        for i, hits in enumerate(alone):
+            possible = set(hits)
+            if i > 0:
+                possible.update(glued[i - 1])
+            if i < len(glued):
+                possible.update(glued[i])
+            candidates = possible if candidates is None else candidates & possible
+            if not candidates:
+                return {}
+        reached: dict[int, list[Hits]] = {0: []}  # words matched so far -> spans per paper
         for i in range(len(words)):
             if i not in reached:
                 continue
-            steps = [(1, words[i])]
-            if i + 1 < len(words) and not words[i].prefix:
-                steps.append((2, glue(words[i], words[i + 1])))
-            for length, word in steps:
-                extended = _extend(reached[i], self.word_hits(field, word))
+            before = _union(reached.pop(i)) if i else None
+            steps = [(1, alone[i])]
+            if i < len(glued) and glued[i]:
+                steps.append((2, glued[i]))
+            for length, hits in steps:
+                extended = _extend(before, hits, candidates)  # type: ignore[arg-type]
                 if extended:
-                    target = reached.setdefault(i + length, {})
-                    for paper, spans in extended.items():
-                        target.setdefault(paper, set()).update(spans)  # type: ignore[union-attr]
-        return reached.get(len(words)) or {}
+                    reached.setdefault(i + length, []).append(extended)
+        return _union(reached.get(len(words), []))
 
-    def _word_in_fields(self, word: Word, fields: frozenset[int]) -> dict[int, list[tuple[int, int, int]]]:
-        found: dict[int, list[tuple[int, int, int]]] = {}
-        for field in sorted(fields):
-            for paper, occurrences in self.word_hits(field, word).items():
-                found.setdefault(paper, []).extend((field, first, last) for first, last in occurrences)
-        return found
+    def _in_fields(self, word: Word, fields: frozenset[int]) -> dict[int, Hits]:
+        return {field: self.word_hits(field, word) for field in fields}
 
-    def term_hits(self, term: Term | AllWords) -> dict[int, tuple[tuple[int, int, int], ...]]:
-        """Papers where a word, phrase or run of bare words occurs in the term's fields, with the
-        occurrences that show it as (field, first, last)."""
+    def term_hits(self, term: Term | AllWords) -> TermHits:
+        """The papers where a word, phrase or run of bare words occurs in the term's fields, and
+        per field the occurrences that show it."""
         cached = self._terms.get(term)
         if cached is not None:
             return cached
         if isinstance(term, AllWords):
-            collected = self._all_words(term)
+            result = self._all_words(term)
+        elif len(term.words) == 1:
+            per_field = self._in_fields(term.words[0], term.fields)
+            result = TermHits(_papers_of(per_field.values()), [per_field])
         else:
-            collected = {}
-            for field in sorted(term.fields):
-                if len(term.words) == 1:
-                    hits = self.word_hits(field, term.words[0])
-                else:
-                    hits = self._phrase(field, term.words)
-                for paper, occurrences in hits.items():
-                    collected.setdefault(paper, []).extend((field, first, last) for first, last in occurrences)
-        result = {paper: tuple(sorted(occurrences)) for paper, occurrences in collected.items()}
+            per_field = {field: self._phrase(field, term.words) for field in term.fields}
+            result = TermHits(_papers_of(per_field.values()), [per_field])
         self._terms[term] = result
         return result
 
-    def _all_words(self, term: AllWords) -> dict[int, list[tuple[int, int, int]]]:
+    def _all_words(self, term: AllWords) -> TermHits:
         words = term.words
-        single = [self._word_in_fields(word, term.fields) for word in words]
-        glued = [self._word_in_fields(glue(words[i], words[i + 1]), term.fields) for i in range(len(words) - 1)]
+        single = [self._in_fields(word, term.fields) for word in words]
+        glued = [self._in_fields(glue(words[i], words[i + 1]), term.fields) for i in range(len(words) - 1)]
+        single_papers = [_papers_of(hits.values()) for hits in single]
+        glued_papers = [_papers_of(hits.values()) for hits in glued]
         # satisfied[i]: papers where words[i:] all occur, each alone or glued to its neighbour.
         satisfied: list[set[int] | None] = [None] * (len(words) + 2)
         for i in range(len(words) - 1, -1, -1):
             rest = satisfied[i + 1]
-            papers = set(single[i]) if rest is None else rest.intersection(single[i])
+            papers = set(single_papers[i]) if rest is None else rest & single_papers[i]
             if i < len(glued):
                 after = satisfied[i + 2]
-                papers |= set(glued[i]) if after is None else after.intersection(glued[i])
+                papers |= glued_papers[i] if after is None else after & glued_papers[i]
             satisfied[i] = papers
-        found: dict[int, list[tuple[int, int, int]]] = {}
-        for paper in satisfied[0] or ():
-            occurrences = found[paper] = []
-            for hits in single + glued:
-                occurrences.extend(hits.get(paper, ()))
-        return found
+        return TermHits(frozenset(satisfied[0] or ()), single + glued)
 
     # ------------------------------------------------------------ back to the paper's own text
 
@@ -238,30 +287,64 @@ class EditionIndex:
         return offsets[first][0], offsets[last][1]  # type: ignore[index]
 
 
-def _merge(hits: Hits, postings: dict[int, list[Occurrence]]) -> None:
-    for paper, occurrences in postings.items():
-        found = hits.get(paper)
-        if found is None:
-            hits[paper] = set(occurrences)
-        else:
-            found.update(occurrences)
+class TermHits:
+    """A term's papers, and where in them it occurs (a list of per-field hits, for evidence)."""
+
+    __slots__ = ("papers", "sources")
+
+    def __init__(self, papers: frozenset[int], sources: list[dict[int, Hits]]):
+        self.papers = papers
+        self.sources = sources
+
+    def evidence(self, paper: int) -> list[tuple[int, int, int]]:
+        return [
+            (field, first, last)
+            for per_field in self.sources
+            for field, hits in per_field.items()
+            for first, last in hits.get(paper, ())
+        ]
 
 
-def _adjacent(hits: Hits, left: dict[int, list[Occurrence]], right: dict[int, list[Occurrence]]) -> None:
+def _papers_of(hits: Iterable[Hits]) -> frozenset[int]:
+    papers: set[int] = set()
+    for found in hits:
+        papers.update(found)
+    return frozenset(papers)
+
+
+def _union(sources: list[Hits]) -> Hits:
+    if not sources:
+        return {}
+    if len(sources) == 1:
+        return sources[0]
+    merged: dict[int, set[Occurrence]] = {}
+    for source in sources:
+        for paper, occurrences in source.items():
+            found = merged.get(paper)
+            if found is None:
+                merged[paper] = set(occurrences)
+            else:
+                found.update(occurrences)
+    return merged  # type: ignore[return-value]
+
+
+def _adjacent(left: Hits, right: Hits) -> Hits:
     """Occurrences of `left` immediately followed by `right`, as one occurrence."""
+    found: dict[int, list[Occurrence]] = {}
     for paper in left.keys() & right.keys():
-        starts = {}
+        starts: dict[int, list[int]] = {}
         for first, last in right[paper]:
             starts.setdefault(first, []).append(last)
-        for first, last in left[paper]:
-            for end in starts.get(last + 1, ()):
-                hits.setdefault(paper, set()).add((first, end))
+        pairs = [(first, end) for first, last in left[paper] for end in starts.get(last + 1, ())]
+        if pairs:
+            found[paper] = pairs
+    return found
 
 
-def _extend(spans: Hits | None, following: Hits) -> Hits:
+def _extend(spans: Hits | None, following: Hits, candidates: set[int]) -> Hits:
     """Spans continued by an occurrence that starts right after them (None: nothing yet)."""
     if spans is None:
-        return {paper: set(occurrences) for paper, occurrences in following.items()}
+        return {paper: following[paper] for paper in candidates.intersection(following)}
     extended: Hits = {}
     for paper in spans.keys() & following.keys():
         starts: dict[int, list[int]] = {}

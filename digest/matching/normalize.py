@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 # Combining marks are not \w in Python's re: without them "nai\u0308ve" would split in two.
 _MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
@@ -23,9 +23,10 @@ _MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
 # full-width hyphen-minus, slash, full-width slash. The em dash is left out on purpose: it
 # separates clauses ("models\u2014and data"), it does not build words.
 JOINERS = "-\u2010\u2011\u2012\u2013\u2212\ufe63\uff0d/\uff0f"
-_PART = rf"[^\W_](?:[^\W_]|[{_MARKS}]|['\u2019](?=[^\W_])|(?<=\d)\.(?=\d))*"
-_COMPOUND = re.compile(rf"{_PART}(?:[{JOINERS}]{_PART})*")
-_PART_RE = re.compile(_PART)
+# A word part: letters and digits, with combining marks, inner apostrophes ("model's") and decimal
+# points ("3.5") inside. Written so the common case is one greedy run.
+_PART = rf"[^\W_]+(?:(?:[{_MARKS}]|['\u2019](?=[^\W_])|(?<=\d)\.(?=\d))[^\W_]*)*"
+PART_PATTERN = re.compile(_PART)
 
 # Words that end in "s" without being plurals, and whose "singular" would be another word.
 _NOT_PLURAL = frozenset(
@@ -35,8 +36,7 @@ _NOT_PLURAL = frozenset(
 _ES_AFTER = ("ches", "shes", "sses", "xes", "zes", "ses")
 
 
-@dataclass(frozen=True, slots=True)
-class Part:
+class Part(NamedTuple):
     text: str  # folded, not plural-folded
     start: int
     end: int
@@ -73,19 +73,27 @@ def word_keys(word: str) -> tuple[str, ...]:
     return (word[:-1],)
 
 
+def parts(text: str):
+    """Every word part of a text as (folded text, start, end, joined to the part before)."""
+    previous_end = -2
+    for match in PART_PATTERN.finditer(text):
+        start, end = match.span()
+        folded = fold(match.group())
+        if folded:
+            attached = start == previous_end + 1 and text[previous_end] in JOINERS
+            yield folded, start, end, attached
+            previous_end = end
+
+
 def compounds(text: str) -> list[tuple[Part, ...]]:
     """The compounds of a text, each as its folded parts with their offsets."""
-    found = []
-    for match in _COMPOUND.finditer(text):
-        base = match.start()
-        parts = tuple(
-            Part(fold(part.group()), base + part.start(), base + part.end())
-            for part in _PART_RE.finditer(match.group())
-        )
-        parts = tuple(part for part in parts if part.text)
-        if parts:
-            found.append(parts)
-    return found
+    found: list[list[Part]] = []
+    for folded, start, end, attached in parts(text):
+        if attached:
+            found[-1].append(Part(folded, start, end))
+        else:
+            found.append([Part(folded, start, end)])
+    return [tuple(compound) for compound in found]
 
 
 def joined(parts: tuple[Part, ...] | tuple[str, ...]) -> str:
