@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from digest.config import Settings
@@ -268,6 +269,20 @@ def find_subscriber(session: Session, email: str) -> Subscriber | None:
     return session.scalars(select(Subscriber).where(Subscriber.email == normalise_email(email))).one_or_none()
 
 
+def _insert_or_get(session: Session, address: str, now: datetime) -> tuple[Subscriber, bool]:
+    """A new pending subscriber, or the row that a concurrent request inserted a moment ago
+    (two form posts for one new address must not end in a unique-constraint error page)."""
+    subscriber = Subscriber(email=address, status=SubscriberStatus.pending, created_at=now)
+    try:
+        with session.begin_nested():
+            session.add(subscriber)
+            session.flush()
+    except IntegrityError:
+        existing = session.scalars(select(Subscriber).where(Subscriber.email == address)).one()
+        return existing, False
+    return subscriber, True
+
+
 def _set_topics(subscriber: Subscriber, topics: list[str]) -> None:
     existing = {t.query: t for t in subscriber.topics}
     subscriber.topics = [existing.get(q) or Topic(query=q) for q in topics]
@@ -314,12 +329,11 @@ def subscribe_request(
         return outcome
 
     if subscriber is None:
-        subscriber = Subscriber(email=address, status=SubscriberStatus.pending, created_at=now)
-        session.add(subscriber)
-        outcome.created = True
-    elif subscriber.status == SubscriberStatus.unsubscribed or (
+        subscriber, outcome.created = _insert_or_get(session, address, now)
+    restarting = subscriber.status == SubscriberStatus.unsubscribed or (
         subscriber.status == SubscriberStatus.active and suppressed
-    ):
+    )
+    if restarting and not outcome.created:
         # A fresh start: links from the earlier subscription stop working.
         rotate_tokens(subscriber)
         subscriber.status = SubscriberStatus.pending

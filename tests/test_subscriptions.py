@@ -166,3 +166,28 @@ def test_a_deferred_confirmation_is_sent_after_commit_and_only_while_pending(ses
     assert not subs.send_due_confirmation(session, outcome.subscriber.id, settings, now=NOW, transport=outbox)
     assert not subs.send_due_confirmation(session, 999_999, settings, now=NOW, transport=outbox)
     assert len(outbox.written) == 1
+
+
+def test_a_row_inserted_by_a_concurrent_request_is_reused_not_an_error(session, settings, outbox, monkeypatch):
+    from sqlalchemy import insert
+
+    # Another request inserts the address between this request's lookup and its insert.
+    real_scalars = session.scalars
+    raced = []
+
+    def lookup_then_race(statement, *args, **kwargs):
+        result = real_scalars(statement, *args, **kwargs)
+        if not raced and "subscribers" in str(statement):
+            raced.append(True)
+            session.execute(insert(Subscriber).values(email="ana@example.org", status=SubscriberStatus.pending,
+                                                      token_version=1, confirmations_sent=0, timezone="UTC",
+                                                      delivery_hour=7, frequency="daily", weekday=0, max_papers=10,
+                                                      notify_empty=False, created_at=NOW))
+        return result
+
+    monkeypatch.setattr(session, "scalars", lookup_then_race)
+    outcome = subs.subscribe_request(session, "ana@example.org", "agents", settings, now=NOW, transport=outbox)
+    monkeypatch.undo()
+    assert raced and not outcome.created
+    assert session.scalars(select(Subscriber)).one().topics[0].query == "agents"
+    assert len(outbox.written) == 1

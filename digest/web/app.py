@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Callable
 from contextlib import contextmanager
 
@@ -31,6 +33,25 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
+
+
+class RedactTokens(logging.Filter):
+    """Access logs must not hold working links: whoever reads the log could unsubscribe people."""
+
+    PATTERN = re.compile(r"/(confirm|settings|unsubscribe|digest/\d{4}-\d{2}-\d{2})/[^\s/?\"]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self.PATTERN.sub(r"/\1/[token]", a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.msg, str):
+            record.msg = self.PATTERN.sub(r"/\1/[token]", record.msg)
+        return True
+
+
+def install_log_redaction() -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactTokens) for f in access.filters):
+        access.addFilter(RedactTokens())
 
 
 def template_environment() -> Environment:
@@ -83,6 +104,7 @@ def create_app(
         ensure_schema(engine)
         sessions = session_factory(engine)
 
+    install_log_redaction()
     app = FastAPI(title="Daily Papers Digest", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.sessions = sessions
