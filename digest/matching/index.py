@@ -105,8 +105,10 @@ class EditionIndex:
         self._terms: dict[Term | AllWords, TermHits] = {}
         self.query_cache: dict[str, Any] = {}  # Query.key -> evaluated hits (see evaluate.py)
         self.topic_cache: dict[str, Any] = {}  # topic text -> its single-topic matches (rank.py)
-        self.matches_by_key: dict[int, Any] = {}  # sort key -> Match, of one topic or several (rank.py)
-        self.combination_cache: dict[Any, int] = {}  # (paper, topics) -> sort key (rank.py)
+        self.matches_by_key: dict[int, Any] = {}  # sort key -> single-topic Match (rank.py)
+        self.combination_cache: dict[Any, Any] = {}  # (paper, topics) -> (sort key, Match) (rank.py)
+        self.topic_slots = 1 << 15  # sort keys: room for this many topics (rank.py widens it)
+        self.topics_numbered = 0
 
     @classmethod
     def build(cls, papers: Sequence[Any]) -> EditionIndex:
