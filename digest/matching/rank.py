@@ -193,16 +193,16 @@ def _digest(index: EditionIndex, topics: Sequence[str]) -> list[Match]:
         return list(map(by_key.__getitem__, sorted(chain.from_iterable(m.keys for m in found))))
     # Papers several topics match: their single-topic entries make way for one combined match,
     # slotted into place by its key.
-    keys = set(chain.from_iterable(matches.keys for matches in found))
+    ordered = sorted(chain.from_iterable(matches.keys for matches in found))  # sorted runs: cheap
     combined = []
     while several:
         lowest = several & -several
         paper = lowest.bit_length() - 1
         several ^= lowest
         sharing = [matches for matches in found if matches.mask & lowest]
-        keys.difference_update([matches.key_of[paper] for matches in sharing])
+        for matches in sharing:
+            del ordered[bisect_left(ordered, matches.key_of[paper])]
         combined.append(_combined(index, paper, sharing))
-    ordered = sorted(keys)
     digest = list(map(by_key.__getitem__, ordered))
     for key, match in sorted(combined, key=itemgetter(0)):
         at = bisect_left(ordered, key)
