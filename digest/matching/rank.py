@@ -24,7 +24,7 @@ from itertools import chain
 from operator import itemgetter
 
 from digest.matching.evaluate import Evidence, evaluate
-from digest.matching.index import EditionIndex, paused_gc
+from digest.matching.index import FIELD_SHIFT, LAST, POSITION_BITS, EditionIndex, paused_gc
 from digest.matching.query import ABSTRACT, AUTHOR, CATEGORY, TITLE, QueryError, parse_query
 from digest.matching.results import Match, Span
 
@@ -52,7 +52,8 @@ _FIRST_TOPIC_SLOTS = 1 << 15  # keys stay below 2**30 (one machine digit: fast t
 
 
 def _weight(evidence: Evidence) -> int:
-    return TITLE_WEIGHT if evidence and evidence[0][0] == TITLE else 1  # evidence is sorted by field
+    # Evidence is sorted, field first: a title occurrence, if any, comes first.
+    return TITLE_WEIGHT if evidence and evidence[0] >> FIELD_SHIFT == TITLE else 1
 
 
 def _sort_key(index: EditionIndex, paper: int, score: int, slot: int = 0) -> int:
@@ -84,13 +85,16 @@ def _file(index: EditionIndex, matches: _TopicMatches) -> None:
 
 
 def _merge_spans(spans: list[Span]) -> tuple[Span, ...]:
-    merged: list[list[int]] = []
-    for start, end in sorted(spans):
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
+    """Sorted, with overlaps merged; spans that need no change are kept as they are (the same
+    objects: a hundred thousand digests share them)."""
+    merged: list[Span] = []
+    for span in sorted(spans):
+        if merged and span[0] <= merged[-1][1]:
+            if span[1] > merged[-1][1]:
+                merged[-1] = (merged[-1][0], span[1])
         else:
-            merged.append([start, end])
-    return tuple((start, end) for start, end in merged)
+            merged.append(span)
+    return tuple(merged)
 
 
 def _explain(index: EditionIndex, paper: int, evidence: Evidence):
@@ -99,9 +103,11 @@ def _explain(index: EditionIndex, paper: int, evidence: Evidence):
     ones (a phrase and a word inside it) merge as they come."""
     by_field: dict[int, list[list[int]]] = {}
     offsets_of = index.offsets
-    for field, first, last in evidence:
+    for item in evidence:
+        field = item >> FIELD_SHIFT
         offsets = offsets_of[field][paper]
-        start, end = offsets[first][0], offsets[last][1]  # type: ignore[index]
+        start = offsets[((item >> POSITION_BITS) & LAST) << 1]
+        end = offsets[((item & LAST) << 1) + 1]
         spans = by_field.get(field)
         if spans is None:
             by_field[field] = [[start, end]]
@@ -157,10 +163,10 @@ def _topic_matches(index: EditionIndex, topic: str) -> _TopicMatches | None:
 def _combined(index: EditionIndex, paper: int, topics: list[_TopicMatches]) -> tuple[int, Match]:
     """One paper that several of a subscriber's topics match: scores add up, words and highlights
     are the union of each topic's (words in topic order, then as they stand in the paper)."""
-    names = tuple(topic.topic for topic in topics)
+    names = tuple([topic.topic for topic in topics])
     cached = index.combination_cache.get((paper, names))
     if cached is not None:
-        return cached
+        return _sort_key(index, paper, int(cached.score)), cached
     singles = [topic.match_of[paper] for topic in topics]
     score = sum(single.score for single in singles)
     matched = tuple(dict.fromkeys(chain.from_iterable(single.matched for single in singles)))
@@ -171,9 +177,8 @@ def _combined(index: EditionIndex, paper: int, topics: list[_TopicMatches]) -> t
             highlights[name] = _merge_spans(list(chain.from_iterable(spans)))
         else:
             highlights[name] = spans[0] if spans else ()
-    result = (_sort_key(index, paper, int(score)), Match(index.papers[paper], score, names, matched, highlights))
-    index.combination_cache[(paper, names)] = result
-    return result
+    match = index.combination_cache[(paper, names)] = Match(index.papers[paper], score, names, matched, highlights)
+    return _sort_key(index, paper, int(score)), match
 
 
 def _digest(index: EditionIndex, topics: Sequence[str]) -> list[Match]:
