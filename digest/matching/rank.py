@@ -168,15 +168,17 @@ def _combined(index: EditionIndex, paper: int, topics: list[_TopicMatches]) -> t
     if cached is not None:
         return _sort_key(index, paper, int(cached.score)), cached
     singles = [topic.match_of[paper] for topic in topics]
-    score = sum(single.score for single in singles)
-    matched = tuple(dict.fromkeys(chain.from_iterable(single.matched for single in singles)))
-    highlights = {}
-    for name in ("title", "abstract"):
-        spans = [single.highlights[name] for single in singles if single.highlights.get(name)]
-        if len(spans) > 1:
-            highlights[name] = _merge_spans(list(chain.from_iterable(spans)))
-        else:
-            highlights[name] = spans[0] if spans else ()
+    score = 0.0
+    words: dict[str, None] = {}
+    title: list[Span] = []
+    abstract: list[Span] = []
+    for single in singles:
+        score += single.score
+        words.update(dict.fromkeys(single.matched))
+        title.extend(single.highlights["title"])
+        abstract.extend(single.highlights["abstract"])
+    matched = tuple(words)
+    highlights = {"title": _merge_spans(title), "abstract": _merge_spans(abstract)}
     match = index.combination_cache[(paper, names)] = Match(index.papers[paper], score, names, matched, highlights)
     return _sort_key(index, paper, int(score)), match
 
