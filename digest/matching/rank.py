@@ -21,7 +21,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 
 from digest.matching.evaluate import Evidence, evaluate
 from digest.matching.index import FIELD_SHIFT, LAST, POSITION_BITS, EditionIndex, paused_gc
@@ -183,6 +183,9 @@ def _combined(index: EditionIndex, paper: int, topics: list[_TopicMatches]) -> t
     return _sort_key(index, paper, int(score)), match
 
 
+_KEYS = attrgetter("keys")
+
+
 def _digest(index: EditionIndex, topics: Sequence[str]) -> list[Match]:
     # Runs once per subscriber, after every topic was evaluated: it only merges what was computed
     # once per topic, in C where it can (map, dict.fromkeys, sorting small ints, big-int masks).
@@ -197,10 +200,10 @@ def _digest(index: EditionIndex, topics: Sequence[str]) -> list[Match]:
         seen |= matches.mask
     by_key = index.matches_by_key
     if not several:
-        return list(map(by_key.__getitem__, sorted(chain.from_iterable(m.keys for m in found))))
+        return list(map(by_key.__getitem__, sorted(chain.from_iterable(map(_KEYS, found)))))
     # Papers several topics match: their single-topic entries make way for one combined match,
     # slotted into place by its key.
-    ordered = sorted(chain.from_iterable(matches.keys for matches in found))  # sorted runs: cheap
+    ordered = sorted(chain.from_iterable(map(_KEYS, found)))  # sorted runs: cheap
     combined = []
     while several:
         lowest = several & -several
