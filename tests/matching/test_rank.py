@@ -188,3 +188,17 @@ def test_keys_are_renumbered_when_an_edition_has_more_topics_than_slots():
     assert {s: [(m.paper.id, m.score, m.topics) for m in ms] for s, ms in got.items()} == {
         s: [(m.paper.id, m.score, m.topics) for m in ms] for s, ms in expected.items()
     }
+
+
+def test_matching_leaves_the_garbage_collector_as_it_found_it():
+    import gc
+
+    assert gc.isenabled()
+    match_subscribers(EditionIndex.build(sample_papers()), {1: ["pretraining"]})
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        rank(EditionIndex.build(sample_papers()), ["pretraining"])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
