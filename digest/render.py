@@ -550,11 +550,9 @@ class EditionRenderer:
             more = skeleton.parts["more"].fill(
                 {"more_count": str(total - len(shown)), "total": str(total), "more_url": _html(more_url)}
             )
-        top_title = one_line(shown[0].paper.title or "")
         return skeleton.main.fill(
             {
                 "subject": _html(subject),
-                "preheader": _html(f"{summary} Top: {top_title}"),
                 "headline": _html(headline),
                 "summary": _html(summary),
                 "card": "".join(cards),
@@ -578,7 +576,6 @@ class EditionRenderer:
         html = self._empty_html.fill(
             {
                 "subject": _html(subject),
-                "preheader": _html(headline),
                 "headline": _html(headline),
                 "email": _html(email),
                 "topics": _html(topic_text),
@@ -663,7 +660,7 @@ def render_email(name: str, settings: Settings | None = None, **context) -> Rend
     settings = settings or get_settings()
     compiled = _compiled(name, settings)
     subject = one_line(_fill_generic(compiled.subject, context, name, html=False))
-    page_context = {"subject": subject, "preheader": context.get("preheader", subject), **context}
+    page_context = {"subject": subject, **context}
     return RenderedEmail(
         subject=subject,
         html=_fill_generic(compiled.html, page_context, name, html=True),

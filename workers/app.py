@@ -27,5 +27,7 @@ app.conf.update(
     timezone="UTC",
     beat_schedule={
         "fetch-papers": {"task": "digest.fetch", "schedule": crontab(minute="*/30")},
+        "dispatch-digests": {"task": "digest.dispatch", "schedule": crontab(minute="*/5")},
+        "process-bounces": {"task": "digest.process_bounces", "schedule": crontab(minute="*/10")},
     },
 )

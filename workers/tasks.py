@@ -37,3 +37,43 @@ def fetch() -> dict:
     if report.errors:
         raise SourceError("; ".join(report.errors))
     return summary
+
+
+@app.task(name="digest.dispatch")
+def dispatch() -> dict:
+    """Beat, every 5 minutes: create the due deliveries and enqueue send_batch tasks for them.
+    A broker that refuses the enqueue makes this task fail loudly; the rows stay pending and
+    the next run enqueues them."""
+    from digest.delivery import dispatch as dispatch_due
+
+    settings, factory = _sessions()
+    report = dispatch_due(factory, settings, lambda ids: send_batch.apply_async(args=[ids], retry=False))
+    return {"edition": str(report.edition), "due": report.due, "created": report.created,
+            "requeued": report.requeued, "enqueued": report.enqueued}
+
+
+@app.task(name="digest.send_batch")
+def send_batch(delivery_ids: list[int]) -> dict:
+    """Build and send about 100 digests over one SMTP connection. Safe to run twice: rows are
+    claimed with a conditional UPDATE, so a redelivered task sends only what is still pending."""
+    from digest.delivery import send_batch as send
+
+    settings, factory = _sessions()
+    report = send(factory, settings, [int(i) for i in delivery_ids])
+    log.info("send_batch: %s", report.summary())
+    if report.errors:  # the SMTP server is unreachable: rows wait for the next dispatch
+        raise RuntimeError("; ".join(report.errors))
+    return {"sent": report.sent, "skipped": report.skipped, "failed": report.failed,
+            "bounced": report.bounced, "suppressed": report.suppressed, "retrying": report.retrying,
+            "not_claimed": report.not_claimed}
+
+
+@app.task(name="digest.process_bounces")
+def process_bounces() -> dict:
+    """Read delivery status notifications from DIGEST_BOUNCE_IMAP_URL and suppress failed addresses."""
+    from digest.bounces import process_mailbox
+
+    settings, factory = _sessions()
+    if not settings.bounce_imap_url:
+        return {"skipped": "DIGEST_BOUNCE_IMAP_URL is not set"}
+    return process_mailbox(factory, settings).as_dict()

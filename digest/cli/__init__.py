@@ -40,6 +40,7 @@ def main(verbose: bool) -> None:
 
 # Commands register themselves on `main` when their module is imported.
 from digest.cli import store as _store  # noqa: E402,F401
+from digest.cli import delivery as _delivery  # noqa: E402,F401
 from digest.cli import search as _search  # noqa: E402,F401
 from digest.cli import subscribers as _subscribers  # noqa: E402,F401
 from digest.cli import preview as _preview  # noqa: E402,F401

@@ -42,14 +42,6 @@ def run_fetch_step(day: date | None = None) -> FetchReport:
     return report
 
 
-@main.command()
-def run() -> None:
-    """The main job: fetch new papers, then send the digests that are due."""
-    report = run_fetch_step()
-    if not report.ok:
-        raise SystemExit(1)
-
-
 @main.group()
 def db() -> None:
     """Database schema."""

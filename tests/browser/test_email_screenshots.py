@@ -97,7 +97,21 @@ def test_digest_cards_read_well_on_a_phone(browser, settings):
         marks = page.locator("mark")
         assert marks.count() > 0
         assert page.evaluate("getComputedStyle(document.querySelector('mark')).backgroundColor") == "rgb(254, 240, 138)"
+        button = page.locator("td.button-cell").bounding_box()
+        card = page.locator("td.more").bounding_box()
+        left, right = button["x"] - card["x"], card["x"] + card["width"] - button["x"] - button["width"]
+        assert abs(left - right) < 4, (left, right)  # the "See all" button is centred
         assert page.get_by_text("See all").is_visible()
         assert page.get_by_role("link", name="Unsubscribe").is_visible()
+    finally:
+        context.close()
+
+
+def test_confirm_button_stands_above_the_note_not_beside_it(browser, settings):
+    context, page, _ = show(browser, sample_emails(settings)["confirm"], 375, "light")
+    try:
+        button = page.locator("td.button-cell").bounding_box()
+        note = page.locator("p.small").bounding_box()
+        assert note["y"] >= button["y"] + button["height"], (button, note)
     finally:
         context.close()

@@ -1,0 +1,293 @@
+"""Delivery benchmark: `digest send` (and 2 Celery workers) against Postfix's smtp-sink, compared
+with the machine's limit: the same number of already-built messages over one smtplib connection.
+
+    python bench/bench_send.py                 # 100,000 subscribers, 1,000 papers
+    python bench/bench_send.py -n 20000 --skip-celery
+
+It creates a PostgreSQL database of its own (dropped at the end), N subscribers with 1-4 topics
+from a realistic vocabulary, one closed edition of 1,000 papers (the bundled sample's texts,
+recombined), starts `smtp-sink -u nobody 127.0.0.1:PORT 1000`, and prints the rates, their ratio
+and the peak memory of each run. Target: the pipeline at >= 70 % of the limit, under 1 GB.
+Not a test: nothing here asserts on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import psycopg
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+
+VOCABULARY = [
+    "pretraining", "diffusion", "speech OR audio", "reinforcement learning", "large language model",
+    "video generation", "multimodal", "agents", "reasoning", "benchmark", "retrieval augmented",
+    "vision transformer", "text-to-image", "robotics", "mixture of experts", "quantization",
+    "instruction tuning", "alignment", "RLHF", "chain of thought", "3D", "segmentation",
+    "code generation", "math reasoning", "tokenizer", "long context", "efficient inference",
+    "distillation", "world model", "embodied", "evaluation", "synthetic data", "hallucination",
+    "safety", "LLM", "image editing", "video understanding", "scaling laws", "attention",
+    "state space model", "graph neural network", "medical", "protein", "time series",
+    "recommendation", "federated learning", "privacy", "speech recognition", "text-to-speech",
+    "music generation", "question answering", "summarization", "translation", "compression",
+    "pruning", "LoRA", "fine-tuning", "preference optimization", "DPO", "reward model",
+    "vision-language", "VLM", "OCR", "document understanding", "autonomous driving", "navigation",
+    "pretrained", "self-supervised", "contrastive", "transformer", "GAN", "NeRF",
+    "gaussian splatting", "point cloud", "pose estimation", "tracking", "detection",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_papers(count: int, edition, seed: int = 7) -> list[dict]:
+    records = [json.loads(line) for line in (REPO / "samples" / "papers.jsonl").read_text().splitlines() if line]
+    rng = random.Random(seed)
+    papers = []
+    for n in range(count):
+        base = records[n % len(records)]
+        other = records[rng.randrange(len(records))]
+        sentences = (base["abstract"] + " " + other["abstract"]).split(". ")
+        rng.shuffle(sentences)
+        papers.append({
+            "id": f"2611.{n:05d}",
+            "title": base["title"] if n < len(records) else f"{base['title'].split(':')[0]}: {other['title']}",
+            "abstract": ". ".join(sentences[:8]),
+            "authors": base.get("authors", []),
+            "categories": base.get("categories", ["cs.LG"]),
+            "published_at": datetime(2026, 11, 24, tzinfo=timezone.utc),
+            "upvotes": rng.randrange(0, 300),
+            "keywords": [],
+            "sources": ["file"],
+            "edition": edition,
+        })
+    return papers
+
+
+def populate(database_url: str, subscribers: int, papers: int) -> None:
+    from sqlalchemy import insert
+
+    from digest.db import make_engine, upgrade
+    from digest.models import Paper, Subscriber, SubscriberStatus, Topic
+
+    engine = make_engine(database_url)
+    upgrade(engine)
+    now = datetime.now(timezone.utc)
+    edition = (now - timedelta(days=1)).date()
+    rng = random.Random(11)
+    with engine.begin() as connection:
+        connection.execute(insert(Paper), make_papers(papers, edition))
+        chunk = 5000
+        for start in range(1, subscribers + 1, chunk):
+            ids = range(start, min(start + chunk, subscribers + 1))
+            connection.execute(insert(Subscriber), [{
+                "id": i, "email": f"reader{i}@bench.example.org", "status": SubscriberStatus.active,
+                "timezone": "UTC", "delivery_hour": 7, "frequency": "daily", "weekday": 0, "max_papers": 10,
+                "notify_empty": False, "token_version": 1, "created_at": now - timedelta(days=30),
+                "confirmed_at": now - timedelta(days=30), "next_due_at": now - timedelta(minutes=1),
+            } for i in ids])
+            topics = []
+            for i in ids:
+                for position, query in enumerate(rng.sample(VOCABULARY, rng.randint(1, 4))):
+                    topics.append({"subscriber_id": i, "query": query, "position": position})
+            connection.execute(insert(Topic), topics)
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql("SELECT setval('subscribers_id_seq', (SELECT max(id) FROM subscribers))")
+    engine.dispose()
+
+
+def reset_deliveries(database_url: str) -> None:
+    from sqlalchemy import text
+
+    from digest.db import make_engine
+
+    engine = make_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM deliveries"))
+        connection.execute(text("UPDATE subscribers SET next_due_at = :t"), {"t": datetime.now(timezone.utc) - timedelta(minutes=1)})
+    engine.dispose()
+
+
+def count_sent(database_url: str) -> dict:
+    from sqlalchemy import text
+
+    from digest.db import make_engine
+
+    engine = make_engine(database_url)
+    with engine.connect() as connection:
+        rows = dict(connection.execute(text("SELECT status, count(*) FROM deliveries GROUP BY status")).all())
+    engine.dispose()
+    return rows
+
+
+def sample_messages(database_url: str, env: dict, count: int = 50) -> list[bytes]:
+    """Real digests as the pipeline builds them (to an outbox), for the baseline to send."""
+    from digest.config import load_settings
+    from digest.db import make_engine, session_factory
+    from digest.delivery import send_now
+
+    outbox = Path(env["BENCH_TMP"]) / "sample-outbox"
+    settings = load_settings(database_url=database_url, outbox_dir=outbox, sender=env["DIGEST_FROM"],
+                             base_url=env["DIGEST_BASE_URL"], secret_key=env["DIGEST_SECRET_KEY"])
+    engine = make_engine(database_url)
+    factory = session_factory(engine)
+    for i in range(1, count * 3):
+        send_now(factory, settings, email=f"reader{i}@bench.example.org")
+        if len(list(outbox.glob("*.eml"))) >= count:
+            break
+    engine.dispose()
+    messages = [p.read_bytes() for p in sorted(outbox.glob("*.eml"))]
+    reset_deliveries(database_url)
+    return messages
+
+
+def baseline(port: int, messages: list[bytes], total: int) -> float:
+    connection = smtplib.SMTP("127.0.0.1", port)
+    connection.ehlo()
+    start = time.perf_counter()
+    for n in range(total):
+        connection.sendmail("digest@bench.example.org", [f"reader{n}@bench.example.org"], messages[n % len(messages)])
+    elapsed = time.perf_counter() - start
+    connection.quit()
+    return total / elapsed
+
+
+def pipeline_one_process(env: dict) -> tuple[float, int, float]:
+    start = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    result = subprocess.run([sys.executable, "-m", "digest.cli", "send"], env=env, cwd=REPO, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(result.stdout.strip())
+    if result.returncode != 0:
+        print(result.stderr[-3000:], file=sys.stderr)
+    sent = count_sent(env["DIGEST_DATABASE_URL"]).get("sent", 0)
+    return sent / elapsed, sent, max(peak_kb, before) / 1024
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children (a Celery worker forks its pool)."""
+    total = 0
+    out = subprocess.run(["ps", "-o", "rss=", "--ppid", str(pid)], capture_output=True, text=True).stdout.split()
+    out += subprocess.run(["ps", "-o", "rss=", "-p", str(pid)], capture_output=True, text=True).stdout.split()
+    for value in out:
+        total += int(value)
+    return total / 1024
+
+
+def pipeline_celery(env: dict, subscribers: int, workers: int = 2) -> tuple[float, int, float]:
+    import redis
+
+    queue = f"bench-{uuid.uuid4().hex[:8]}"
+    worker_env = {**env, "DIGEST_QUEUE": queue}
+    processes = []
+    for n in range(workers):
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queue, "-n", f"{queue}-{n}@localhost",
+             "--concurrency=1", "--loglevel=WARNING", "--without-gossip", "--without-mingle"],
+            cwd=REPO, env=worker_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+    time.sleep(6)  # workers import and connect
+    peak = 0.0
+    try:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "from workers.tasks import dispatch; print(dispatch())"],
+                       env=worker_env, cwd=REPO, check=True, capture_output=True)
+        while True:
+            counts = count_sent(env["DIGEST_DATABASE_URL"])
+            peak = max(peak, sum(rss_mb(p.pid) for p in processes))
+            if sum(counts.get(s, 0) for s in ("sent", "skipped", "failed", "bounced")) >= counts_total(counts):
+                if counts_total(counts) and not counts.get("pending") and not counts.get("sending"):
+                    break
+            time.sleep(0.5)
+        elapsed = time.perf_counter() - start
+    finally:
+        for p in processes:
+            p.terminate()
+        for p in processes:
+            p.wait(30)
+        redis.Redis.from_url(REDIS_URL).delete(queue)
+    sent = counts.get("sent", 0)
+    return sent / elapsed, sent, peak
+
+
+def counts_total(counts: dict) -> int:
+    return sum(counts.values())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", "--subscribers", type=int, default=100_000)
+    parser.add_argument("--papers", type=int, default=1000)
+    parser.add_argument("--skip-celery", action="store_true")
+    parser.add_argument("--keep-db", action="store_true")
+    args = parser.parse_args()
+
+    name = f"digest_bench_{os.getpid()}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    database_url = ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{name}"
+    port = free_port()
+    tmp = Path(f"/tmp/{name}")
+    tmp.mkdir(exist_ok=True)
+    sink = subprocess.Popen([SMTP_SINK, "-u", "nobody", f"127.0.0.1:{port}", "1000"])
+    env = {
+        **os.environ,
+        "DIGEST_DATABASE_URL": database_url,
+        "DIGEST_BROKER_URL": REDIS_URL,
+        "DIGEST_SMTP_URL": f"smtp://127.0.0.1:{port}?starttls=off",
+        "DIGEST_SMTP_RATE": "1000000",
+        "DIGEST_FROM": "Daily Papers <digest@bench.example.org>",
+        "DIGEST_BASE_URL": "https://papers.example.org",
+        "DIGEST_SECRET_KEY": "bench-secret",
+        "BENCH_TMP": str(tmp),
+    }
+    try:
+        t = time.perf_counter()
+        populate(database_url, args.subscribers, args.papers)
+        print(f"populated {args.subscribers} subscribers, {args.papers} papers in {time.perf_counter() - t:.1f} s")
+        messages = sample_messages(database_url, env)
+        size = sum(map(len, messages)) / len(messages)
+        limit = baseline(port, messages, args.subscribers)
+        print(f"limit: {limit:,.0f} messages/s over one smtplib connection ({args.subscribers} prebuilt messages, "
+              f"{size / 1024:.1f} KB average)")
+
+        rate, sent, peak = pipeline_one_process(env)
+        print(f"digest send (one process): {rate:,.0f} messages/s, {sent} sent, peak memory {peak:,.0f} MB, "
+              f"ratio {rate / limit:.0%} of the limit")
+        if not args.skip_celery:
+            reset_deliveries(database_url)
+            rate2, sent2, peak2 = pipeline_celery(env, args.subscribers)
+            print(f"2 Celery workers: {rate2:,.0f} messages/s, {sent2} sent, peak memory {peak2:,.0f} MB (both), "
+                  f"ratio {rate2 / limit:.0%} of the one-connection limit")
+    finally:
+        sink.terminate()
+        sink.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not args.keep_db:
+            with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()
