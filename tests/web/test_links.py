@@ -87,7 +87,10 @@ def test_confirming_lifts_a_suppression(client, session, pending, settings):
 
 
 def tampered(token: str) -> str:
-    return token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
+    """One character of the signature changed, mid-way (the last one may carry only padding bits)."""
+    head, signature = token.rsplit(".", 1)
+    middle = len(signature) // 2
+    return f"{head}.{signature[:middle]}{'A' if signature[middle] != 'A' else 'B'}{signature[middle + 1:]}"
 
 
 def bad_links(subscriber, settings, purpose):
