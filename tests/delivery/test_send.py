@@ -183,3 +183,30 @@ def test_send_now_with_an_edition_reaches_everyone_who_has_not_had_it(session, s
     assert run.report.sent == 1
     assert server.handler.recipients() == {"new@example.org": 1}
     assert any("already had" in note for note in run.notes)
+
+
+def test_dkim_signature_arrives_intact_and_covers_list_unsubscribe(
+    session, session_factory, smtp_settings, server, tmp_path
+):
+    import base64
+    import subprocess
+
+    import dkim
+
+    private = tmp_path / "dkim.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(private), "2048"], check=True, capture_output=True)
+    public = base64.b64encode(subprocess.run(["openssl", "rsa", "-in", str(private), "-pubout", "-outform", "DER"],
+                                             check=True, capture_output=True).stdout)
+    signing = smtp_settings.model_copy(update={"dkim_key_file": private, "dkim_selector": "mail"})
+    add_sample_papers(session, EDITION)
+    due_subscriber(session, "ana@example.org")
+    session.commit()
+    send_batch(session_factory, signing, dispatched(session_factory, signing), now=NOW)
+    (received,) = [r for r in server.handler.received if r.recipient == "ana@example.org"]
+    signature = received.message["DKIM-Signature"].lower()
+    assert "list-unsubscribe" in signature and "list-unsubscribe-post" in signature
+
+    def dns(name, timeout=5):
+        return b"v=DKIM1; k=rsa; p=" + public if name == b"mail._domainkey.papers.test." else None
+
+    assert dkim.verify(received.data, dnsfunc=dns)
