@@ -210,3 +210,25 @@ def test_dkim_signature_arrives_intact_and_covers_list_unsubscribe(
         return b"v=DKIM1; k=rsa; p=" + public if name == b"mail._domainkey.papers.test." else None
 
     assert dkim.verify(received.data, dnsfunc=dns)
+
+
+def test_a_slow_batch_keeps_its_claim_fresh(session, session_factory, smtp_settings, server):
+    add_sample_papers(session, EDITION)
+    for n in range(3):
+        due_subscriber(session, f"r{n}@example.org")
+    session.commit()
+    server.faults.data_delay = 0.3
+    slow = smtp_settings.model_copy(update={"sending_timeout": 0.6})  # heartbeat every 0.2 s
+    ids = dispatched(session_factory, slow)
+    claims = []
+
+    class Watching(SmtpTransport):
+        def send(self, *args, **kwargs):
+            session.expire_all()
+            claims.append(session.scalar(select(Delivery.claimed_at).where(Delivery.id == ids[-1])))
+            session.commit()
+            return super().send(*args, **kwargs)
+
+    report = send_batch(session_factory, slow, ids, transport=Watching(parse_smtp_url(server.url)), now=NOW)
+    assert report.sent == 3
+    assert claims[0] == NOW and claims[-1] > NOW  # refreshed while the batch ran
