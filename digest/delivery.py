@@ -703,6 +703,22 @@ def _send_claimed(factory, settings, claimed, transport, now, sleep, report, on_
     _record = Recorder(factory)
     try:
         return _send_recorded(factory, settings, claimed, transport, now, sleep, report, on_progress, composer, _record)
+    except Exception as exc:
+        # A bug or a lost database must not leave the batch in `sending` until the timeout:
+        # what was not recorded goes back to pending, for a later run, and the error goes up.
+        log.exception("batch of %d deliveries failed", len(claimed))
+        try:
+            with factory() as session, session.begin():
+                session.execute(
+                    update(Delivery)
+                    .where(Delivery.id.in_(list(claimed)), Delivery.status == DeliveryStatus.sending)
+                    .values(status=DeliveryStatus.pending, next_attempt_at=now + FIRST_BACKOFF,
+                            last_error=f"batch failed: {exc!r}"[:1000])
+                    .execution_options(synchronize_session=False)
+                )
+        except Exception:
+            log.exception("could not release the batch; the sending timeout will")
+        raise
     finally:
         _record.close()
 

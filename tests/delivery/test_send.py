@@ -232,3 +232,22 @@ def test_a_slow_batch_keeps_its_claim_fresh(session, session_factory, smtp_setti
     report = send_batch(session_factory, slow, ids, transport=Watching(parse_smtp_url(server.url)), now=NOW)
     assert report.sent == 3
     assert claims[0] == NOW and claims[-1] > NOW  # refreshed while the batch ran
+
+
+def test_a_batch_that_breaks_releases_its_rows_for_a_later_run(session, session_factory, smtp_settings, server):
+    add_sample_papers(session, EDITION)
+    due_subscriber(session, "ana@example.org")
+    session.commit()
+    ids = dispatched(session_factory, smtp_settings)
+
+    class Broken:
+        def match(self, session, jobs):
+            raise RuntimeError("index corrupted")
+
+    with pytest.raises(RuntimeError):
+        send_batch(session_factory, smtp_settings, ids, now=NOW, composer=Broken())
+    row = deliveries(session)["ana@example.org"]
+    assert row.status == DeliveryStatus.pending and "index corrupted" in row.last_error
+    assert row.next_attempt_at > NOW
+    # The next run sends it.
+    assert send_batch(session_factory, smtp_settings, ids, now=NOW + timedelta(minutes=6)).sent == 1
