@@ -198,10 +198,12 @@ class EditionIndex:
         else:
             for key in word.keys:
                 sources.extend(postings[surface] for surface in index.surfaces_for_key(key))
-                for cut in range(2, len(key) - 1):
-                    left = postings.get(key[:cut])
-                    if left is not None:
-                        for right in index.surfaces_for_key(key[cut:]):
+            # Split as written, not as plural-folded: "catnews" is "cat" + "news", not + "new".
+            for cut in range(2, len(word.text) - 1):
+                left = postings.get(word.text[:cut])
+                if left is not None:
+                    for key in word_keys(word.text[cut:]):
+                        for right in index.surfaces_for_key(key):
                             sources.append(_adjacent(left, postings[right]))
             if len(word.parts) > 2:  # "text-to-image" written "text to image"
                 sources.append(self._phrase(field, tuple(Word(part, (part,)) for part in word.parts)))

@@ -57,14 +57,16 @@ def fold(word: str) -> str:
 @lru_cache(maxsize=200_000)
 def word_keys(word: str) -> tuple[str, ...]:
     """The forms under which a folded word is indexed and looked up; two words match when their
-    keys share one. Plural rules: -ies -> -y, -es after s/x/z/ch/sh, -s; words ending in ss, us,
-    is and a few known non-plurals stay as they are. Where the rule cannot tell ("caches" is
+    keys share one. Plural rules: -ies -> -y, -es after s/x/z/ch/sh, -s; words ending in ss and a
+    few known non-plurals stay as they are; short words and words ending in us or is keep both
+    readings. Where the rule cannot tell ("caches" is
     cache+s, "matches" is match+es) both readings are keys, so each singular still meets it."""
     if len(word) < 3 or word[-1] != "s" or not word[-2].isalpha() or word in _NOT_PLURAL:
         return (word,)
-    if word.endswith(("ss", "us", "is")):
+    if word.endswith("ss"):  # class, loss
         return (word,)
-    if len(word) == 3:  # "LMs", "its": too short to be sure
+    if len(word) == 3 or word.endswith(("us", "is")):
+        # Both readings: "LMs", "GPUs", "APIs" are plurals; "its", "corpus", "analysis" are not.
         return (word, word[:-1])
     if word.endswith("ies") and len(word) >= 5:
         return (word[:-3] + "y", word[:-1])  # studies -> study; movies -> movie

@@ -1,0 +1,75 @@
+"""digest search: what an operator types and reads."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+from click.testing import CliRunner
+from sqlalchemy.orm import Session
+
+from digest.cli import main
+from tests.factories import make_paper
+
+
+def store(engine, *papers: dict) -> None:
+    with Session(engine) as session:
+        for fields in papers:
+            make_paper(session, **fields)
+        session.commit()
+
+
+def run(*args):
+    return CliRunner().invoke(main, ["search", *args])
+
+
+def test_search_prints_matches_in_digest_order_with_the_words(cli_env, committed_db):
+    store(
+        committed_db,
+        {"id": "2611.00201", "title": "Continual Pre-Training", "abstract": "", "upvotes": 1},
+        {"id": "2611.00202", "title": "Other", "abstract": "On pretraining and pre training.", "upvotes": 9},
+        {"id": "2611.00203", "title": "Constraint training", "abstract": ""},
+    )
+    result = run("pretraining")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == " 2.0  2611.00201  Continual Pre-Training"
+    assert lines[1] == "      matched: Pre-Training"
+    assert lines[2] == " 1.0  2611.00202  Other"
+    assert lines[3] == "      matched: pretraining, pre training"
+    assert lines[-1] == "2 papers matched"
+
+
+def test_search_json_has_id_title_score_and_matched_words(cli_env, committed_db):
+    store(
+        committed_db,
+        {"id": "2611.00211", "title": "Robotic grasping", "abstract": "Robots grasp.", "edition": date(2026, 11, 25)},
+        {"id": "2611.00212", "title": "Robot learning", "abstract": "", "edition": date(2026, 11, 26)},
+    )
+    everything = json.loads(run("robot*", "--json").output)
+    assert [item["id"] for item in everything] == ["2611.00211", "2611.00212"]  # same score: newer id order
+    first = everything[0]
+    assert first["title"] == "Robotic grasping"
+    assert first["score"] == 2.0
+    assert first["matched"] == ["Robotic", "Robots"]
+    assert first["highlights"] == {"title": [[0, 7]], "abstract": [[0, 6]]}
+    edition = json.loads(run("robot*", "--json", "--edition", "2026-11-26").output)
+    assert [item["id"] for item in edition] == ["2611.00212"]
+    limited = json.loads(run("robot*", "--json", "--limit", "1").output)
+    assert len(limited) == 1
+
+
+def test_search_with_no_match_prints_an_empty_array(cli_env, committed_db):
+    assert json.loads(run("nothing", "--json").output) == []
+    assert run("nothing").output == "0 papers matched\n"
+
+
+def test_a_bad_query_is_one_line_on_stderr_and_exit_1(cli_env, committed_db):
+    result = CliRunner().invoke(main, ["search", "x (y"])
+    assert result.exit_code == 1
+    assert result.output == "error: topic 'x (y': unclosed parenthesis at column 3\n"
+
+
+def test_bad_options_are_refused(cli_env, committed_db):
+    assert run("x", "--edition", "26-11-2026").exit_code == 2
+    assert run("x", "--limit", "0").exit_code == 2

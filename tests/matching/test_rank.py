@@ -1,0 +1,174 @@
+"""Ranking, explanations and many subscribers at once."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from datetime import datetime, timezone
+
+import pytest
+
+from digest.matching import EditionIndex, Match, match_subscribers, rank
+from tests.matching.helpers import paper, sample_papers
+
+
+def ids(matches: list[Match]) -> list[str]:
+    return [match.paper.id for match in matches]
+
+
+def day(n: int) -> datetime:
+    return datetime(2026, 11, n, tzinfo=timezone.utc)
+
+
+def test_title_beats_abstract_then_more_topics_then_upvotes_then_recency_then_id():
+    papers = [
+        paper(id="a-abstract-old", title="Other", abstract="About diffusion.", upvotes=5, published_at=day(1)),
+        paper(id="b-title", title="Diffusion for all", abstract="", upvotes=0, published_at=day(1)),
+        paper(id="c-abstract-new", title="Other", abstract="About diffusion.", upvotes=5, published_at=day(9)),
+        paper(id="d-abstract-popular", title="Other", abstract="About diffusion.", upvotes=50, published_at=day(1)),
+        paper(id="e-two-topics", title="Other", abstract="Diffusion and robots.", upvotes=0, published_at=day(1)),
+        paper(id="f-same-as-a", title="Other", abstract="About diffusion.", upvotes=5, published_at=day(1)),
+        paper(id="g-nothing", title="Robotic arms", abstract="Arms.", upvotes=99),
+    ]
+    index = EditionIndex.build(papers)
+    matches = rank(index, ["diffusion", "robots"])
+    assert ids(matches) == [
+        "b-title",  # 2: one topic, in the title
+        "e-two-topics",  # 2: two topics in the abstract; same upvotes and date as b: then by id
+        "d-abstract-popular",  # 1, most upvotes
+        "c-abstract-new",  # 1, newer
+        "a-abstract-old",  # 1, same as f in every way but the id
+        "f-same-as-a",
+    ]
+    assert [match.score for match in matches] == [2.0, 2.0, 1.0, 1.0, 1.0, 1.0]
+
+
+def test_title_match_in_two_topics_outranks_one():
+    papers = [
+        paper(id="one", title="Diffusion", upvotes=100),
+        paper(id="two", title="Diffusion robots", upvotes=0),
+    ]
+    matches = rank(EditionIndex.build(papers), ["robots", "diffusion"])
+    assert ids(matches) == ["two", "one"]
+    assert matches[0].score == 4.0
+    assert matches[0].topics == ("robots", "diffusion")  # the subscriber's order
+    assert matches[1].topics == ("diffusion",)
+
+
+def test_order_is_stable_across_builds_and_input_order():
+    papers = sample_papers()
+    first = ids(rank(EditionIndex.build(papers), ["pretraining", "diffusion"]))
+    second = ids(rank(EditionIndex.build(list(reversed(papers))), ["pretraining", "diffusion"]))
+    assert first == second
+
+
+def test_explanation_lists_words_as_spelled_with_exact_offsets():
+    title = "Balancing Continuous Pre-Training and Instruction Fine-Tuning"
+    abstract = "We study pretraining. Pre training helps; Pretrained models are naïve."
+    index = EditionIndex.build([paper(title=title, abstract=abstract)])
+    (match,) = rank(index, ["pretraining", "naive"])
+    assert match.matched == ("Pre-Training", "pretraining", "Pre training", "naïve")
+    assert [title[s:e] for s, e in match.highlights["title"]] == ["Pre-Training"]
+    assert [abstract[s:e] for s, e in match.highlights["abstract"]] == ["pretraining", "Pre training", "naïve"]
+    assert match.topics == ("pretraining", "naive")
+
+
+def test_prefix_explains_with_the_inflections_it_found():
+    abstract = "A pretrained encoder, pre-trained twice; pretraining matters. Not a pretext."
+    (match,) = rank(EditionIndex.build([paper(abstract=abstract)]), ["pretrain*"])
+    assert match.matched == ("pretrained", "pre-trained", "pretraining")
+
+
+def test_exclusions_are_never_highlighted():
+    (match,) = rank(EditionIndex.build([paper(title="Diffusion", abstract="No video here.")]), ["diffusion -audio"])
+    assert match.matched == ("Diffusion",)
+
+
+def test_author_and_category_matches_are_explained_but_not_highlighted_in_text():
+    item = paper(title="T", abstract="A", authors=["Ana Ruiz", "Bo Li"], categories=["cs.CL"])
+    (match,) = rank(EditionIndex.build([item]), ['author:"Ana Ruiz"', "category:cs.CL"])
+    assert match.matched == ("Ana Ruiz", "cs.CL")
+    assert match.highlights == {"title": (), "abstract": ()}
+    assert match.score == 2.0
+
+
+def test_a_phrase_never_runs_from_one_author_into_the_next():
+    item = paper(authors=["Ana Ruiz", "Bo Li"])
+    assert rank(EditionIndex.build([item]), ['author:"Ruiz Bo"']) == []
+    assert rank(EditionIndex.build([item]), ["author:ruiz author:bo"])
+
+
+def test_papers_with_empty_abstract_no_authors_or_missing_fields_are_fine():
+    papers = [
+        paper(id="1", title="Diffusion", abstract="", authors=[], categories=[]),
+        paper(id="2", title="Diffusion", abstract=None, authors=None, categories=None, published_at=None),
+        paper(id="3", title="", abstract="", authors=[]),
+    ]
+    index = EditionIndex.build(papers)
+    assert ids(rank(index, ["diffusion"])) == ["1", "2"]  # recency: a missing date comes last
+    assert rank(index, ["author:ruiz"]) == []
+
+
+def test_an_empty_edition_matches_nothing():
+    index = EditionIndex.build([])
+    assert rank(index, ["diffusion"]) == []
+    assert match_subscribers(index, {1: ["diffusion"]}) == {}
+
+
+def test_limit():
+    index = EditionIndex.build(sample_papers())
+    assert len(rank(index, ["pretraining"], limit=3)) == 3
+    assert ids(rank(index, ["pretraining"], limit=3)) == ids(rank(index, ["pretraining"]))[:3]
+
+
+def test_match_subscribers_equals_rank_for_each_and_leaves_out_the_unmatched():
+    index = EditionIndex.build(sample_papers())
+    topics = {
+        1: ["pretraining"],
+        2: ["diffusion -video", "robot*", "pretraining"],
+        3: ["no such word anywhere"],
+        4: ["robot*", "diffusion -video"],
+        5: ["LLMs", "llm", "large language model"],
+        6: [],
+    }
+    digests = match_subscribers(index, topics)
+    assert set(digests) == {1, 2, 4, 5}
+    fresh = EditionIndex.build(sample_papers())
+    for subscriber, matches in digests.items():
+        expected = rank(fresh, topics[subscriber])
+        assert [(m.paper.id, m.score, m.topics, m.matched, m.highlights) for m in matches] == [
+            (m.paper.id, m.score, m.topics, m.matched, m.highlights) for m in expected
+        ]
+
+
+def test_each_distinct_query_is_evaluated_once_per_edition(monkeypatch):
+    ranking = importlib.import_module("digest.matching.rank")  # the module, not the function
+    evaluated = []
+    real = ranking.evaluate
+    monkeypatch.setattr(ranking, "evaluate", lambda index, query: evaluated.append(query.text) or real(index, query))
+    index = EditionIndex.build(sample_papers())
+    match_subscribers(index, {n: ["pretraining", "diffusion", "robot*"][: 1 + n % 3] for n in range(300)})
+    assert sorted(evaluated) == ["diffusion", "pretraining", "robot*"]
+
+
+def test_a_caller_changing_a_digest_does_not_change_anothers():
+    index = EditionIndex.build(sample_papers())
+    digests = match_subscribers(index, {1: ["robot*"], 2: ["robot*"]})
+    digests[1].clear()
+    assert len(digests[2]) == 5
+    assert len(rank(index, ["robot*"])) == 5
+
+
+def test_a_stored_topic_that_no_longer_parses_is_skipped_and_logged(caplog):
+    index = EditionIndex.build(sample_papers())
+    with caplog.at_level(logging.WARNING, logger="digest.matching.rank"):
+        digests = match_subscribers(index, {1: ["x (y", "robot*"], 2: ["x (y"]})
+    assert set(digests) == {1}
+    assert len(digests[1]) == 5
+    assert "topic 'x (y': unclosed parenthesis at column 3" in caplog.text
+
+
+@pytest.mark.parametrize("topics", [["robot*", "robot*"], ["robot*"]])
+def test_a_topic_listed_twice_counts_once(topics):
+    matches = rank(EditionIndex.build(sample_papers()), topics)
+    assert {match.topics for match in matches} == {("robot*",)}

@@ -1,0 +1,48 @@
+"""search(): the store's papers (or one edition's) that a query matches, as a digest ranks them."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from digest.matching import QueryError, search
+from tests.factories import make_paper
+
+
+@pytest.fixture
+def stored(session):
+    return {
+        "title": make_paper(session, id="2611.00101", title="Pre-Training at scale", edition=date(2026, 11, 25)),
+        "abstract": make_paper(
+            session, id="2611.00102", title="Scaling", abstract="We study pretraining.", upvotes=3,
+            edition=date(2026, 11, 26),
+        ),
+        "none": make_paper(session, id="2611.00103", title="Robots", abstract="", authors=[], edition=date(2026, 11, 26)),
+    }
+
+
+def test_search_ranks_every_matching_paper_in_the_store(session, stored):
+    matches = search(session, "pretraining")
+    assert [m.paper.id for m in matches] == ["2611.00101", "2611.00102"]
+    assert [m.matched for m in matches] == [("Pre-Training",), ("pretraining",)]
+    assert matches[0].score > matches[1].score
+
+
+def test_search_one_edition(session, stored):
+    assert [m.paper.id for m in search(session, "pretraining", edition=date(2026, 11, 26))] == ["2611.00102"]
+    assert search(session, "pretraining", edition=date(2020, 1, 1)) == []
+
+
+def test_search_limit(session, stored):
+    assert [m.paper.id for m in search(session, "pretraining", limit=1)] == ["2611.00101"]
+
+
+def test_search_refuses_a_bad_query_before_reading_the_store(session, stored):
+    with pytest.raises(QueryError, match=r"topic 'x \(y': unclosed parenthesis at column 3"):
+        search(session, "x (y")
+
+
+def test_papers_without_abstract_or_authors_are_searchable(session, stored):
+    assert [m.paper.id for m in search(session, "robots")] == ["2611.00103"]
+    assert [m.paper.id for m in search(session, "author:ruiz")] == ["2611.00102", "2611.00101"]  # upvotes
