@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from digest.matching.results import Match
 from digest.message import build_message, make_message_id, to_bytes
-from digest.render import MAX_HTML_BYTES, EditionRenderer, excerpt_window, render_full_edition_html
+from digest.render import MAX_HTML_BYTES, EditionRenderer, excerpt_window, render_full_edition_html, wrap
 from tests.factories import make_paper
 from tests.render.helpers import EDITION, LINKS, NO_MORE, Elements, body, parse, ranked, sample_papers
 
@@ -211,3 +213,12 @@ def test_full_edition_page_shows_every_match_without_a_more_link(settings, match
 
 def test_stable_message_id_for_delivery(settings):
     assert make_message_id(42, EDITION, settings) == f"<digest-2026-11-26-42@{settings.sender_domain}>"
+
+
+@given(st.text(alphabet=st.sampled_from("ab c\n\txyz\u2026"), max_size=400))
+def test_text_excerpts_wrap_without_losing_a_word(text):
+    wrapped = wrap(text, 20, "   ")
+    assert wrapped.split() == text.split()
+    for line in wrapped.splitlines():
+        assert line.startswith("   ")
+        assert len(line) <= 20 or " " not in line.strip()  # only a single over-long word may pass
