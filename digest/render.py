@@ -530,8 +530,11 @@ class EditionRenderer:
             for topic in match.topics:
                 counts[topic] = counts.get(topic, 0) + 1
         per_topic = ", ".join(f"{one_line(t)} ({n})" for t, n in counts.items())
-        best = f"The best {len(shown)} of {total}, ranked." if total > len(shown) else "Ranked, best first."
-        return f"{best} Matched: {per_topic}." if per_topic else best
+        if total > len(shown):
+            # The counts are of the papers in this email, and must not read as counts of all matches.
+            best = f"The best {len(shown)} of {total}, ranked."
+            return f"{best} In this email: {per_topic}." if per_topic else best
+        return f"Ranked, best first. Matched: {per_topic}." if per_topic else "Ranked, best first."
 
     def _digest_html_page(self, email, topics, subject, headline, summary, cards, total, more_url, urls, shown) -> str:
         skeleton = self._digest_html

@@ -60,6 +60,15 @@ def test_subject_and_header_say_what_is_inside(renderer, matches):
     assert re.search(r"Matched: pretraining \(\d+\), diffusion \(\d+\)", text)
 
 
+def test_topic_counts_are_said_to_be_of_this_email_when_more_matched(renderer, matches):
+    shown = matches[:3]
+    rendered = renderer.render_digest("a@example.org", ["pretraining", "diffusion"], shown, 40, LINKS)
+    text = Elements(rendered.html).visible_text
+    in_email = sum(1 for m in shown if "pretraining" in m.topics)
+    assert f"The best 3 of 40, ranked. In this email: pretraining ({in_email})" in text
+    assert "Matched:" not in text
+
+
 def test_one_card_per_paper_best_first_with_links_badges_and_authors(renderer, matches):
     shown = matches[:10]
     rendered = renderer.render_digest("a@example.org", ["pretraining", "diffusion"], shown, 10, NO_MORE)
