@@ -7,7 +7,8 @@ permanent failure: the address is suppressed (as a 5xx at send time would), and 
 `sent` delivery is marked bounced. `delayed` (4.x.x) notices change nothing.
 
 DIGEST_BOUNCE_IMAP_URL: imaps://user:password@host[:port]/MAILBOX (imap:// for STARTTLS-less
-local servers). Processed messages are flagged \\Seen and \\Deleted, then expunged.
+local servers). Delivery reports are deleted once applied; any other message is marked \\Seen and
+left for a human.
 """
 
 from __future__ import annotations
@@ -147,11 +148,16 @@ def process_mailbox(
     client, mailbox = connect(settings.bounce_imap_url or "")
     try:
         client.select(mailbox)
-        _, data = client.uid("SEARCH", None, "ALL")
+        _, data = client.uid("SEARCH", None, "UNSEEN")
         for uid in (data[0] or b"").split():
-            _, fetched = client.uid("FETCH", uid, "(RFC822)")
+            _, fetched = client.uid("FETCH", uid, "(BODY.PEEK[])")
             raw = next((item[1] for item in fetched if isinstance(item, tuple)), None)
             if raw is None:
+                continue
+            if not parse_dsn(raw):
+                # Not a delivery report (an auto-reply, a person): leave it for a human, read once.
+                report.ignored += 1
+                client.uid("STORE", uid, "+FLAGS", r"(\Seen)")
                 continue
             with factory() as session, session.begin():
                 apply_dsn(session, raw, report)

@@ -150,6 +150,7 @@ class DispatchReport:
     suppressed: int = 0
     requeued: int = 0
     enqueued: int = 0
+    scheduled: int = 0  # active subscribers who had no next_due_at yet
     ids: list[int] = field(default_factory=list)  # every id handed to enqueue
 
 
@@ -199,6 +200,7 @@ def dispatch(
     requeue_at = now + timedelta(seconds=settings.sending_timeout)
     with factory() as session:
         report.edition = latest_closed_edition(session, now)
+    report.scheduled = schedule_unscheduled(factory, now, page_size)
 
     after = 0
     while True:
@@ -266,6 +268,31 @@ def dispatch(
         report.edition, report.due, report.created, report.nothing_new, report.suppressed, report.requeued,
     )
     return report
+
+
+def schedule_unscheduled(factory: SessionFactory, now: datetime, page_size: int = DISPATCH_PAGE) -> int:
+    """Active subscribers without a due time (made active by hand or by an old import) get their
+    next hour, not a digest at once: nobody is mailed at 3 a.m. because a field was empty."""
+    done = 0
+    while True:
+        with factory() as session, session.begin():
+            page = list(
+                session.scalars(
+                    select(Subscriber)
+                    .where(Subscriber.status == SubscriberStatus.active, Subscriber.next_due_at.is_(None))
+                    .order_by(Subscriber.id)
+                    .limit(page_size)
+                )
+            )
+            if not page:
+                return done
+            table = Subscriber.__table__
+            session.connection().execute(
+                table.update().where(table.c.id == bindparam("sid"), table.c.next_due_at.is_(None))
+                .values(next_due_at=bindparam("new")),
+                [{"sid": s.id, "new": next_due_at(s, now)} for s in page],
+            )
+            done += len(page)
 
 
 def sweep(factory: SessionFactory, settings: Settings, now: datetime) -> list[int]:
@@ -569,6 +596,19 @@ class Recorder:
         with self.factory() as session, session.begin():
             session.execute(statement)
 
+    def refresh_claims(self, ids: Sequence[int], at: datetime) -> None:
+        statement = (
+            update(Delivery)
+            .where(Delivery.id.in_(list(ids)), Delivery.status == DeliveryStatus.sending)
+            .values(claimed_at=at)
+            .execution_options(synchronize_session=False)
+        )
+        if self._connection is not None:
+            self._connection.execute(statement)
+            return
+        with self.factory() as session, session.begin():
+            session.execute(statement)
+
     def close(self) -> None:
         if self._connection is not None:
             try:
@@ -663,6 +703,22 @@ def _send_claimed(factory, settings, claimed, transport, now, sleep, report, on_
     _record = Recorder(factory)
     try:
         return _send_recorded(factory, settings, claimed, transport, now, sleep, report, on_progress, composer, _record)
+    except Exception as exc:
+        # A bug or a lost database must not leave the batch in `sending` until the timeout:
+        # what was not recorded goes back to pending, for a later run, and the error goes up.
+        log.exception("batch of %d deliveries failed", len(claimed))
+        try:
+            with factory() as session, session.begin():
+                session.execute(
+                    update(Delivery)
+                    .where(Delivery.id.in_(list(claimed)), Delivery.status == DeliveryStatus.sending)
+                    .values(status=DeliveryStatus.pending, next_attempt_at=now + FIRST_BACKOFF,
+                            last_error=f"batch failed: {exc!r}"[:1000])
+                    .execution_options(synchronize_session=False)
+                )
+        except Exception:
+            log.exception("could not release the batch; the sending timeout will")
+        raise
     finally:
         _record.close()
 
@@ -718,9 +774,16 @@ def _send_recorded(factory, settings, claimed, transport, now, sleep, report, on
 
     retry: list[_Pending] = []
     rounds = [queue]
+    # A batch slowed down by a crawling server keeps its claim fresh, so that no other worker
+    # mistakes it for dead and sends its rows a second time.
+    heartbeat_every = settings.sending_timeout / 3
+    started = last_heartbeat = time.monotonic()
     while rounds:
         current = rounds.pop(0)
         for position, item in enumerate(current):
+            if time.monotonic() - last_heartbeat > heartbeat_every:
+                record.refresh_claims(claimed, now + timedelta(seconds=time.monotonic() - started))
+                last_heartbeat = time.monotonic()
             if item.retry_at:
                 wait = item.retry_at - time.monotonic()
                 if wait > 0:

@@ -12,6 +12,7 @@ from digest.cli.common import sessions
 from digest.config import get_settings
 from digest.db import get_engine, upgrade
 from digest.fetch import FetchReport, fetch_papers, fetch_with_sample_fallback
+from digest.progress import progress
 
 
 def print_fetch_report(report: FetchReport) -> None:
@@ -29,7 +30,16 @@ def print_fetch_report(report: FetchReport) -> None:
 def fetch(day) -> None:
     """Fetch new papers from DIGEST_SOURCES into the store. Safe to repeat."""
     settings, factory = sessions()
-    report = fetch_papers(factory, settings, day.date() if day else None)
+    report = FetchReport()
+    specs = settings.source_specs
+    with progress("fetching", total=len(specs), every=5.0) as bar:
+        for spec in specs:  # one source at a time, so the bar moves and counts as each lands
+            part = fetch_papers(factory, settings, day.date() if day else None, specs=(spec,))
+            report.counts.add(part.counts)
+            report.per_source.update(part.per_source)
+            report.errors.extend(part.errors)
+            report.notes.extend(part.notes)
+            bar.advance(new=part.counts.new, updated=part.counts.updated, failed=len(part.errors))
     print_fetch_report(report)
     if not report.ok:
         raise SystemExit(1)

@@ -54,6 +54,13 @@ def install_log_redaction() -> None:
         access.addFilter(RedactTokens())
 
 
+# How form fields are named in error messages: the words on the page, not the column names.
+FIELD_LABELS = {
+    "email": "Email address", "topics": "Topics", "timezone": "Time zone", "hour": "Delivery hour",
+    "max_papers": "Papers per email", "frequency": "Frequency", "weekday": "Weekly on", "delete": "Delete",
+}
+
+
 def template_environment() -> Environment:
     # Autoescape on for every template: addresses, topics and paper titles are untrusted text.
     return Environment(
@@ -77,7 +84,8 @@ class Pages:
         fresh = cookie is None or len(cookie) > 64
         value = self.csrf.new_value() if fresh else cookie
         html = self.env.get_template(name).render(
-            request=request, csrf_token=self.csrf.form_token(value), settings=self.settings, **(context or {})
+            request=request, csrf_token=self.csrf.form_token(value), settings=self.settings, labels=FIELD_LABELS,
+            **(context or {}),
         )
         response = HTMLResponse(html, status_code=status, headers=headers)
         if fresh:

@@ -31,7 +31,7 @@ EMAIL_PAGE_POLICY = (
 )
 
 BAD_LINK = (
-    "This link is not valid: it may have been changed, cut short by your mail program, or replaced by a newer one. "
+    "It may have been changed, cut short by your mail program, or replaced by a newer one. "
     "Use the link in your most recent email."
 )
 
@@ -65,9 +65,16 @@ def _csrf_error(request: Request):
     )
 
 
-def _has_crlf(form) -> bool:
-    # Only the topics box may hold several lines; every other field must be one line.
-    return any(isinstance(v, str) and ("\r" in v or "\n" in v) for k, v in form.multi_items() if k != "topics")
+def _multiline_field(form) -> str | None:
+    """The first field other than topics that holds a line break (it could forge a mail header)."""
+    for key, value in form.multi_items():
+        if key != "topics" and isinstance(value, str) and ("\r" in value or "\n" in value):
+            return key
+    return None
+
+
+def _line_break_errors(field: str) -> dict:
+    return {"errors": {field: "must be one line of text"}, "topic_errors": []}
 
 
 # ---------------------------------------------------------------- landing and subscribe
@@ -103,8 +110,9 @@ async def subscribe(request: Request):
     values = {k: str(form.get(k, "")) for k in ("email", "topics", "timezone", "hour")}
 
     def work():
-        if _has_crlf(form):
-            return _landing(request, values, {"errors": {"email": "must be one line"}, "topic_errors": []}, 422)
+        broken = _multiline_field(form)
+        if broken:
+            return _landing(request, values, _line_break_errors(broken), 422)
         try:
             with unit_of_work(request) as session:
                 outcome = subs.subscribe_request(
@@ -233,9 +241,9 @@ async def save_settings(request: Request, token: str):
                 subscriber = read_token(session, token, "settings", _settings(request))
             except InvalidToken as exc:
                 return _token_error(request, exc)
-            if _has_crlf(form):
-                errors = {"errors": {"form": "every field but topics must be one line"}, "topic_errors": []}
-                return _settings_page(request, session, subscriber, token, values, errors, 422)
+            broken = _multiline_field(form)
+            if broken:
+                return _settings_page(request, session, subscriber, token, values, _line_break_errors(broken), 422)
             try:
                 subs.update_settings(session, subscriber, subs.SettingsForm(**values))
             except subs.InvalidInput as exc:  # validated before any write: nothing to undo

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 from email.message import EmailMessage
 
+import pytest
 from sqlalchemy import select
 
 from digest.bounces import apply_dsn, parse_dsn
@@ -71,3 +72,62 @@ def test_a_permanent_failure_suppresses_the_address_and_bounces_its_last_digest(
     # The same DSN read twice (a crash before the mailbox was expunged) changes nothing more.
     apply_dsn(session, dsn([("gone@example.org", "failed", "5.1.1")]))
     assert len(list(session.scalars(select(Suppression)))) == 1
+
+
+@pytest.mark.integration
+def test_the_bounce_mailbox_task_reads_a_real_imap_server(committed_db, settings, tmp_path):
+    """pymap (an IMAP server in Python) with its demo mailbox, which already holds ordinary mail."""
+    import imaplib
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from sqlalchemy.orm import Session
+
+    from digest.bounces import process_mailbox
+    from digest.db import session_factory
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pymap.main import main; sys.argv[0] = 'pymap'; sys.exit(main())", "--host", "127.0.0.1", "--port", str(port), "--no-tls", "dict", "--demo-data"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(300):
+            try:
+                client = imaplib.IMAP4("127.0.0.1", port)
+                break
+            except OSError:
+                assert server.poll() is None, "pymap did not start"
+                time.sleep(0.1)
+        client.login("demouser", "demopass")
+        client.append("INBOX", None, None, dsn([("gone@example.org", "failed", "5.1.1")]))
+        client.append("INBOX", None, None, dsn([("slow@example.org", "delayed", "4.4.1")]))
+        client.select("INBOX")
+        before = len(client.uid("SEARCH", None, "ALL")[1][0].split())
+        client.logout()
+        with Session(committed_db) as session:
+            make_subscriber(session, "gone@example.org")
+            session.commit()
+
+        configured = settings.model_copy(update={"bounce_imap_url": f"imap://demouser:demopass@127.0.0.1:{port}/INBOX"})
+        report = process_mailbox(session_factory(committed_db), configured)
+        assert report.suppressed == ["gone@example.org"]
+        assert report.messages == 2 and report.ignored >= 1
+        with Session(committed_db) as session:
+            assert session.get(Suppression, "gone@example.org") is not None
+            assert session.get(Suppression, "slow@example.org") is None
+        client = imaplib.IMAP4("127.0.0.1", port)
+        client.login("demouser", "demopass")
+        client.select("INBOX")
+        after = client.uid("SEARCH", None, "ALL")[1][0].split()
+        client.logout()
+        assert len(after) == before - 2  # both reports gone; the ordinary mail is still there
+        # A second pass finds nothing new.
+        assert process_mailbox(session_factory(committed_db), configured).messages == 0
+    finally:
+        server.terminate()
+        server.wait(10)

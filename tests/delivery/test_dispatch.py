@@ -149,3 +149,12 @@ def test_weekly_window_covers_the_week_and_daily_catches_up_at_most_a_week():
     assert window_start(daily, EDITION, date(2026, 11, 1)) == date(2026, 11, 20)
     late = Subscriber(frequency=Frequency.daily, confirmed_at=datetime(2026, 11, 26, 23, tzinfo=UTC))
     assert window_start(late, EDITION, None) == EDITION
+
+
+def test_active_subscribers_without_a_due_time_get_their_next_hour_not_a_digest(session, session_factory, settings, editions):
+    unscheduled = due_subscriber(session, next_due_at=None, timezone="Asia/Tokyo")
+    session.commit()
+    report = dispatch(session_factory, settings, Queue(), now=NOW)
+    assert report.scheduled == 1 and report.created == 0
+    # 07:00 in Tokyo after 08:00 UTC on the 27th is 22:00 UTC that day.
+    assert session.get(Subscriber, unscheduled.id).next_due_at == datetime(2026, 11, 27, 22, tzinfo=UTC)

@@ -183,3 +183,71 @@ def test_send_now_with_an_edition_reaches_everyone_who_has_not_had_it(session, s
     assert run.report.sent == 1
     assert server.handler.recipients() == {"new@example.org": 1}
     assert any("already had" in note for note in run.notes)
+
+
+def test_dkim_signature_arrives_intact_and_covers_list_unsubscribe(
+    session, session_factory, smtp_settings, server, tmp_path
+):
+    import base64
+    import subprocess
+
+    import dkim
+
+    private = tmp_path / "dkim.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(private), "2048"], check=True, capture_output=True)
+    public = base64.b64encode(subprocess.run(["openssl", "rsa", "-in", str(private), "-pubout", "-outform", "DER"],
+                                             check=True, capture_output=True).stdout)
+    signing = smtp_settings.model_copy(update={"dkim_key_file": private, "dkim_selector": "mail"})
+    add_sample_papers(session, EDITION)
+    due_subscriber(session, "ana@example.org")
+    session.commit()
+    send_batch(session_factory, signing, dispatched(session_factory, signing), now=NOW)
+    (received,) = [r for r in server.handler.received if r.recipient == "ana@example.org"]
+    signature = received.message["DKIM-Signature"].lower()
+    assert "list-unsubscribe" in signature and "list-unsubscribe-post" in signature
+
+    def dns(name, timeout=5):
+        return b"v=DKIM1; k=rsa; p=" + public if name == b"mail._domainkey.papers.test." else None
+
+    assert dkim.verify(received.data, dnsfunc=dns)
+
+
+def test_a_slow_batch_keeps_its_claim_fresh(session, session_factory, smtp_settings, server):
+    add_sample_papers(session, EDITION)
+    for n in range(3):
+        due_subscriber(session, f"r{n}@example.org")
+    session.commit()
+    server.faults.data_delay = 0.3
+    slow = smtp_settings.model_copy(update={"sending_timeout": 0.6})  # heartbeat every 0.2 s
+    ids = dispatched(session_factory, slow)
+    claims = []
+
+    class Watching(SmtpTransport):
+        def send(self, *args, **kwargs):
+            session.expire_all()
+            claims.append(session.scalar(select(Delivery.claimed_at).where(Delivery.id == ids[-1])))
+            session.commit()
+            return super().send(*args, **kwargs)
+
+    report = send_batch(session_factory, slow, ids, transport=Watching(parse_smtp_url(server.url)), now=NOW)
+    assert report.sent == 3
+    assert claims[0] == NOW and claims[-1] > NOW  # refreshed while the batch ran
+
+
+def test_a_batch_that_breaks_releases_its_rows_for_a_later_run(session, session_factory, smtp_settings, server):
+    add_sample_papers(session, EDITION)
+    due_subscriber(session, "ana@example.org")
+    session.commit()
+    ids = dispatched(session_factory, smtp_settings)
+
+    class Broken:
+        def match(self, session, jobs):
+            raise RuntimeError("index corrupted")
+
+    with pytest.raises(RuntimeError):
+        send_batch(session_factory, smtp_settings, ids, now=NOW, composer=Broken())
+    row = deliveries(session)["ana@example.org"]
+    assert row.status == DeliveryStatus.pending and "index corrupted" in row.last_error
+    assert row.next_attempt_at > NOW
+    # The next run sends it.
+    assert send_batch(session_factory, smtp_settings, ids, now=NOW + timedelta(minutes=6)).sent == 1

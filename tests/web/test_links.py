@@ -87,7 +87,10 @@ def test_confirming_lifts_a_suppression(client, session, pending, settings):
 
 
 def tampered(token: str) -> str:
-    return token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
+    """One character of the signature changed, mid-way (the last one may carry only padding bits)."""
+    head, signature = token.rsplit(".", 1)
+    middle = len(signature) // 2
+    return f"{head}.{signature[:middle]}{'A' if signature[middle] != 'A' else 'B'}{signature[middle + 1:]}"
 
 
 def bad_links(subscriber, settings, purpose):
@@ -177,15 +180,15 @@ def test_saving_settings_changes_everything_and_reschedules(client, session, act
     [
         ("topics", 'pretraining\n(diffusion OR', "Nothing was saved"),
         ("topics", "", "at least one topic"),
-        ("hour", "25", "Hour"),
-        ("hour", "-1", "Hour"),
-        ("max_papers", "51", "Max papers"),
-        ("max_papers", "0", "Max papers"),
-        ("max_papers", "ten", "Max papers"),
+        ("hour", "25", "Delivery hour: must be from 0 to 23"),
+        ("hour", "-1", "Delivery hour"),
+        ("max_papers", "51", "Papers per email: must be"),
+        ("max_papers", "0", "Papers per email: must be"),
+        ("max_papers", "ten", "Papers per email: must be"),
         ("frequency", "hourly", "daily or weekly"),
-        ("weekday", "7", "Weekday"),
+        ("weekday", "7", "Weekly on: must be from 0 to 6"),
         ("timezone", "Europe/Atlantis", "unknown time zone"),
-        ("timezone", "UTC\r\nBcc: x@example.org", "one line"),
+        ("timezone", "UTC\r\nBcc: x@example.org", "Time zone: must be one line"),
     ],
 )
 def test_a_bad_field_is_shown_with_its_error_and_nothing_is_saved(client, session, active, settings, field, value, shown):
