@@ -28,6 +28,7 @@ Hits = dict[int, Collection[Occurrence]]  # paper position in the edition -> occ
 LIST_SEPARATOR = "; "  # how author and category lists are shown, and how their offsets count
 _FIELDS = (TITLE, ABSTRACT, AUTHOR, CATEGORY)
 _OLDEST = datetime.min.replace(tzinfo=timezone.utc)
+_GAP = (-1, -1)
 
 
 @contextmanager
@@ -157,23 +158,31 @@ class EditionIndex:
 
         # The loop below is parts() inlined, with add() inlined for single parts: it runs for every
         # word of every paper, and an edition is indexed within the digest's time budget.
-        find_parts, fold_part = PART_PATTERN.finditer, fold
+        find_parts, fold_part, extend = PART_PATTERN.finditer, fold, offsets.extend
+        position = 0
         for piece, base in pieces:
-            compound: list[str] = []
+            parts: list[str] | None = None  # the compound being read, once it has two parts
+            last_part = ""
+            compound_start = 0
             previous_end = -2
             for match in find_parts(piece):
-                start, end = match.span()
+                span = match.span()
                 folded = fold_part(match.group())
                 if not folded:
                     continue
-                position = len(offsets) >> 1
+                start = span[0]
                 if start == previous_end + 1 and piece[previous_end] in JOINERS:
-                    compound.append(folded)
+                    if parts is None:
+                        parts = [last_part, folded]
+                    else:
+                        parts.append(folded)
                 else:
-                    if len(compound) > 1:
-                        add("".join(compound), ((position - len(compound)) << POSITION_BITS) | (position - 1))
-                    compound = [folded]
-                previous_end = end
+                    if parts is not None:
+                        add("".join(parts), (compound_start << POSITION_BITS) | (position - 1))
+                        parts = None
+                    compound_start = position
+                last_part = folded
+                previous_end = span[1]
                 occurrence = (position << POSITION_BITS) | position
                 by_paper = postings.get(folded)
                 if by_paper is None:
@@ -184,13 +193,15 @@ class EditionIndex:
                         by_paper[number] = [occurrence]
                     else:
                         found.append(occurrence)
-                offsets.append(base + start)
-                offsets.append(base + end)
-            position = len(offsets) >> 1
-            if len(compound) > 1:
-                add("".join(compound), ((position - len(compound)) << POSITION_BITS) | (position - 1))
-            offsets.append(-1)  # an empty position: nothing is adjacent across pieces
-            offsets.append(-1)
+                if base:
+                    extend((base + start, base + span[1]))
+                else:
+                    extend(span)
+                position += 1
+            if parts is not None:
+                add("".join(parts), (compound_start << POSITION_BITS) | (position - 1))
+            extend(_GAP)  # an empty position: nothing is adjacent across pieces
+            position += 1
         self.offsets[field].append(offsets)
 
     # ------------------------------------------------------------ words and phrases

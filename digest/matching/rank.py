@@ -48,7 +48,9 @@ class _TopicMatches:
     key_of: dict[int, int] = field(default_factory=dict)  # paper -> its key above
 
 
-_FIRST_TOPIC_SLOTS = 1 << 15  # keys stay below 2**30 (one machine digit: fast to sort and hash)
+_KEYS = attrgetter("keys")
+_SCORE = attrgetter("score")
+_MATCHED = attrgetter("matched")
 
 
 def _weight(evidence: Evidence) -> int:
@@ -168,22 +170,14 @@ def _combined(index: EditionIndex, paper: int, topics: list[_TopicMatches]) -> t
     if cached is not None:
         return _sort_key(index, paper, int(cached.score)), cached
     singles = [topic.match_of[paper] for topic in topics]
-    score = 0.0
-    words: dict[str, None] = {}
-    title: list[Span] = []
-    abstract: list[Span] = []
-    for single in singles:
-        score += single.score
-        words.update(dict.fromkeys(single.matched))
-        title.extend(single.highlights["title"])
-        abstract.extend(single.highlights["abstract"])
-    matched = tuple(words)
-    highlights = {"title": _merge_spans(title), "abstract": _merge_spans(abstract)}
+    score = sum(map(_SCORE, singles))
+    matched = tuple(dict.fromkeys(chain.from_iterable(map(_MATCHED, singles))))
+    highlights = {}
+    for name in ("title", "abstract"):
+        spans = [found for found in (single.highlights[name] for single in singles) if found]
+        highlights[name] = spans[0] if len(spans) == 1 else _merge_spans(list(chain.from_iterable(spans)))
     match = index.combination_cache[(paper, names)] = Match(index.papers[paper], score, names, matched, highlights)
     return _sort_key(index, paper, int(score)), match
-
-
-_KEYS = attrgetter("keys")
 
 
 def _digest(index: EditionIndex, topics: Sequence[str]) -> list[Match]:
