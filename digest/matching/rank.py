@@ -88,8 +88,12 @@ def _file(index: EditionIndex, matches: _TopicMatches) -> None:
 def _merge_spans(spans: list[Span]) -> tuple[Span, ...]:
     """Sorted, with overlaps merged; spans that need no change are kept as they are (the same
     objects: a hundred thousand digests share them)."""
+    ordered = sorted(spans)
+    bounds = list(chain.from_iterable(ordered))
+    if bounds == sorted(bounds):
+        return tuple(ordered)  # nothing overlaps (the usual case), checked in C
     merged: list[Span] = []
-    for span in sorted(spans):
+    for span in ordered:
         if merged and span[0] <= merged[-1][1]:
             if span[1] > merged[-1][1]:
                 merged[-1] = (merged[-1][0], span[1])

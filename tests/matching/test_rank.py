@@ -202,3 +202,11 @@ def test_matching_leaves_the_garbage_collector_as_it_found_it():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_highlights_of_several_topics_merge_where_they_overlap():
+    abstract = "Continual pre-training of language models; training data."
+    (match,) = rank(EditionIndex.build([paper(abstract=abstract)]), ["pretraining", "training", "language"])
+    assert [abstract[s:e] for s, e in match.highlights["abstract"]] == ["pre-training", "language", "training"]
+    assert match.matched == ("pre-training", "training", "language")
+    assert match.score == 3.0
