@@ -359,7 +359,7 @@ class EditionRenderer:
         self._mark_open, self._mark_close = mark.literals[0].replace("<mark ", "<mark\n", 1), mark.literals[-1]
         parts = self._digest_html.parts
         self._topic_badge = parts["topic_badge"]
-        self._papers: dict[str, _PreparedPaper] = {}
+        self._papers: dict[tuple, _PreparedPaper] = {}
         self._text_excerpts: dict[tuple[str, int, int], str] = {}
         # Subscribers who share the topics that matched a paper get the same card: keep it, with
         # only the rank left to fill. Bounded: cleared when full, it only saves work.
@@ -367,7 +367,9 @@ class EditionRenderer:
 
     # Cards are the same for every subscriber but for rank, highlights and matched topics.
     def _prepare(self, paper: Paper) -> _PreparedPaper:
-        prepared = self._papers.get(paper.id)
+        # updated_at: a renderer kept for the web page must not show a paper as it was hours ago
+        key = (paper.id, paper.updated_at)
+        prepared = self._papers.get(key)
         if prepared is not None:
             return prepared
         html_parts, text_parts = self._digest_html.parts, self._digest_text.parts
@@ -398,7 +400,7 @@ class EditionRenderer:
         )
         title = paper.title or "(untitled)"
         prepared = _PreparedPaper(title, one_line(title), paper.abstract or "", html_card, text_card)
-        self._papers[paper.id] = prepared
+        self._papers[key] = prepared
         return prepared
 
     def prepare(self, papers: Iterable[Paper]) -> None:
@@ -418,18 +420,15 @@ class EditionRenderer:
     def _card(self, match: Match) -> tuple[Fragment, Fragment]:
         """One paper's card for one subscriber's highlights and topics; only the rank left open."""
         highlights = match.highlights or {}
-        key = (
-            match.paper.id,
-            match.topics,
-            tuple(map(tuple, highlights.get("title", ()))),
-            tuple(map(tuple, highlights.get("abstract", ()))),
-        )
+        raw_title = tuple(map(tuple, highlights.get("title", ())))
+        raw_abstract = tuple(map(tuple, highlights.get("abstract", ())))
+        key = (match.paper.id, match.paper.updated_at, tuple(match.topics), raw_title, raw_abstract)
         cached = self._cards_cache.get(key)
         if cached is not None:
             return cached
         paper = self._prepare(match.paper)
-        title_spans = clean_spans(key[2], len(paper.title))
-        spans = clean_spans(key[3], len(paper.abstract))
+        title_spans = clean_spans(raw_title, len(paper.title))
+        spans = clean_spans(raw_abstract, len(paper.abstract))
         start, end = excerpt_window(paper.abstract, spans)
         excerpt = highlight(
             paper.abstract[start:end], _window_spans(spans, start, end), self._mark_open, self._mark_close
@@ -531,8 +530,11 @@ class EditionRenderer:
             for topic in match.topics:
                 counts[topic] = counts.get(topic, 0) + 1
         per_topic = ", ".join(f"{one_line(t)} ({n})" for t, n in counts.items())
-        best = f"The best {len(shown)} of {total}, ranked." if total > len(shown) else "Ranked, best first."
-        return f"{best} Matched: {per_topic}." if per_topic else best
+        if total > len(shown):
+            # The counts are of the papers in this email, and must not read as counts of all matches.
+            best = f"The best {len(shown)} of {total}, ranked."
+            return f"{best} In this email: {per_topic}." if per_topic else best
+        return f"Ranked, best first. Matched: {per_topic}." if per_topic else "Ranked, best first."
 
     def _digest_html_page(self, email, topics, subject, headline, summary, cards, total, more_url, urls, shown) -> str:
         skeleton = self._digest_html

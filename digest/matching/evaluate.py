@@ -12,7 +12,7 @@ from collections.abc import Set
 from digest.matching.index import EditionIndex
 from digest.matching.query import AllWords, And, Node, Not, Or, Query, Term
 
-Evidence = tuple[tuple[int, int, int], ...]  # (field, first, last) token positions
+Evidence = tuple[int, ...]  # sorted (field << FIELD_SHIFT) | occurrence, see index.py
 QueryHits = dict[int, Evidence]  # paper position in the edition -> why it matched
 
 
@@ -24,7 +24,7 @@ def evaluate(index: EditionIndex, query: Query) -> QueryHits:
     matched = _papers(index, query.root, sets)
     hits: QueryHits = {}
     for paper in matched:
-        found: set[tuple[int, int, int]] = set()
+        found: set[int] = set()
         _evidence(index, query.root, paper, sets, found)
         hits[paper] = tuple(sorted(found))
     index.query_cache[query.key] = hits

@@ -3,8 +3,9 @@
 Each field (title, abstract, authors, categories) keeps, for every folded word form, the papers it
 occurs in and at which token positions. A compound such as "Pre-Training" occupies one position per
 part ("pre", "training") and is also indexed glued together ("pretraining") over the same
-positions, so a phrase can run through it either way. An occurrence is a (first, last) position
-pair. Positions map back to character offsets for highlighting.
+positions, so a phrase can run through it either way. An occurrence is the pair (first, last)
+of token positions packed in one int (an edition holds a few hundred thousand of them: ints cost
+the collector nothing). Positions map back to character offsets for highlighting.
 """
 
 from __future__ import annotations
@@ -19,23 +20,33 @@ from typing import Any
 from digest.matching.normalize import JOINERS, PART_PATTERN, fold, word_keys
 from digest.matching.query import ABSTRACT, AUTHOR, CATEGORY, TITLE, AllWords, Term, Word, glue
 
-Occurrence = tuple[int, int]  # first and last token position, inclusive
+Occurrence = int  # (first << POSITION_BITS) | last: first and last token position, inclusive
+POSITION_BITS = 20
+LAST = (1 << POSITION_BITS) - 1
+FIELD_SHIFT = 2 * POSITION_BITS  # evidence: (field << FIELD_SHIFT) | occurrence
 Hits = dict[int, Collection[Occurrence]]  # paper position in the edition -> occurrences
 LIST_SEPARATOR = "; "  # how author and category lists are shown, and how their offsets count
 _FIELDS = (TITLE, ABSTRACT, AUTHOR, CATEGORY)
 _OLDEST = datetime.min.replace(tzinfo=timezone.utc)
+_GAP = (-1, -1)
 
 
 @contextmanager
 def paused_gc() -> Iterator[None]:
     """Building an index or a hundred thousand digests makes millions of small objects that all
     stay alive and form no cycles: the cyclic collector would rescan them again and again without
-    freeing one, so it waits until the work is done."""
+    freeing one, so it waits until the work is done. Then freeze + unfreeze hands everything made
+    meanwhile straight to the oldest generation (both are O(1) list splices), instead of letting
+    the next young collection walk it all once more; full collections still see it as usual."""
     collecting = gc.isenabled()
+    frozen_by_caller = gc.get_freeze_count() > 0  # then unfreeze would undo their freeze: skip it
     gc.disable()
     try:
         yield
     finally:
+        if not frozen_by_caller:
+            gc.freeze()
+            gc.unfreeze()
         if collecting:
             gc.enable()
 
@@ -82,8 +93,9 @@ class EditionIndex:
     def __init__(self, papers: Sequence[Any]):
         self.papers = list(papers)
         self._fields = {field: _FieldIndex() for field in _FIELDS}
-        # Per field and paper: the (start, end) character offsets of each token position.
-        self.offsets: dict[int, list[list[tuple[int, int] | None]]] = {field: [] for field in _FIELDS}
+        # Per field and paper: start and end character offsets of each token position, flat
+        # (position n at 2n and 2n + 1).
+        self.offsets: dict[int, list[list[int]]] = {field: [] for field in _FIELDS}
         self.texts: dict[int, list[str]] = {field: [] for field in _FIELDS}
         with paused_gc():
             for number, paper in enumerate(self.papers):
@@ -105,8 +117,10 @@ class EditionIndex:
         self._terms: dict[Term | AllWords, TermHits] = {}
         self.query_cache: dict[str, Any] = {}  # Query.key -> evaluated hits (see evaluate.py)
         self.topic_cache: dict[str, Any] = {}  # topic text -> its single-topic matches (rank.py)
-        self.matches_by_key: dict[int, Any] = {}  # sort key -> Match, of one topic or several (rank.py)
-        self.combination_cache: dict[Any, int] = {}  # (paper, topics) -> sort key (rank.py)
+        self.matches_by_key: dict[int, Any] = {}  # sort key -> single-topic Match (rank.py)
+        self.combination_cache: dict[Any, Any] = {}  # (paper, topics) -> Match of several topics (rank.py)
+        self.topic_slots = 1 << 15  # sort keys: room for this many topics (rank.py widens it)
+        self.topics_numbered = 0
 
     @classmethod
     def build(cls, papers: Sequence[Any]) -> EditionIndex:
@@ -117,8 +131,9 @@ class EditionIndex:
 
     def _add_text(self, field: int, number: int, paper: Any) -> None:
         postings = self._fields[field].postings
-        offsets: list[tuple[int, int] | None] = []
-        text = _text(paper, field)
+        offsets: list[int] = []
+        # Positions must fit in POSITION_BITS; no real title or abstract comes near a million characters.
+        text = _text(paper, field)[:LAST]
         self.texts[field].append(text)
         if field in (AUTHOR, CATEGORY):
             # One name at a time, with an empty position between names: a phrase never runs from
@@ -143,24 +158,32 @@ class EditionIndex:
 
         # The loop below is parts() inlined, with add() inlined for single parts: it runs for every
         # word of every paper, and an edition is indexed within the digest's time budget.
-        find_parts, fold_part = PART_PATTERN.finditer, fold
+        find_parts, fold_part, extend = PART_PATTERN.finditer, fold, offsets.extend
+        position = 0
         for piece, base in pieces:
-            compound: list[str] = []
+            parts: list[str] | None = None  # the compound being read, once it has two parts
+            last_part = ""
+            compound_start = 0
             previous_end = -2
             for match in find_parts(piece):
-                start, end = match.span()
+                span = match.span()
                 folded = fold_part(match.group())
                 if not folded:
                     continue
-                position = len(offsets)
+                start = span[0]
                 if start == previous_end + 1 and piece[previous_end] in JOINERS:
-                    compound.append(folded)
+                    if parts is None:
+                        parts = [last_part, folded]
+                    else:
+                        parts.append(folded)
                 else:
-                    if len(compound) > 1:
-                        add("".join(compound), (position - len(compound), position - 1))
-                    compound = [folded]
-                previous_end = end
-                occurrence = (position, position)
+                    if parts is not None:
+                        add("".join(parts), (compound_start << POSITION_BITS) | (position - 1))
+                        parts = None
+                    compound_start = position
+                last_part = folded
+                previous_end = span[1]
+                occurrence = (position << POSITION_BITS) | position
                 by_paper = postings.get(folded)
                 if by_paper is None:
                     postings[folded] = {number: [occurrence]}
@@ -170,10 +193,15 @@ class EditionIndex:
                         by_paper[number] = [occurrence]
                     else:
                         found.append(occurrence)
-                offsets.append((base + start, base + end))
-            if len(compound) > 1:
-                add("".join(compound), (len(offsets) - len(compound), len(offsets) - 1))
-            offsets.append(None)
+                if base:
+                    extend((base + start, base + span[1]))
+                else:
+                    extend(span)
+                position += 1
+            if parts is not None:
+                add("".join(parts), (compound_start << POSITION_BITS) | (position - 1))
+            extend(_GAP)  # an empty position: nothing is adjacent across pieces
+            position += 1
         self.offsets[field].append(offsets)
 
     # ------------------------------------------------------------ words and phrases
@@ -284,9 +312,9 @@ class EditionIndex:
 
     # ------------------------------------------------------------ back to the paper's own text
 
-    def span(self, field: int, paper: int, first: int, last: int) -> tuple[int, int]:
+    def span(self, field: int, paper: int, occurrence: Occurrence) -> tuple[int, int]:
         offsets = self.offsets[field][paper]
-        return offsets[first][0], offsets[last][1]  # type: ignore[index]
+        return offsets[(occurrence >> POSITION_BITS) << 1], offsets[((occurrence & LAST) << 1) + 1]
 
 
 class TermHits:
@@ -298,12 +326,13 @@ class TermHits:
         self.papers = papers
         self.sources = sources
 
-    def evidence(self, paper: int) -> list[tuple[int, int, int]]:
+    def evidence(self, paper: int) -> list[int]:
+        """Every occurrence in `paper`, as (field << FIELD_SHIFT) | occurrence."""
         return [
-            (field, first, last)
+            (field << FIELD_SHIFT) | occurrence
             for per_field in self.sources
             for field, hits in per_field.items()
-            for first, last in hits.get(paper, ())
+            for occurrence in hits.get(paper, ())
         ]
 
 
@@ -335,9 +364,13 @@ def _adjacent(left: Hits, right: Hits) -> Hits:
     found: dict[int, list[Occurrence]] = {}
     for paper in left.keys() & right.keys():
         starts: dict[int, list[int]] = {}
-        for first, last in right[paper]:
-            starts.setdefault(first, []).append(last)
-        pairs = [(first, end) for first, last in left[paper] for end in starts.get(last + 1, ())]
+        for occurrence in right[paper]:
+            starts.setdefault(occurrence >> POSITION_BITS, []).append(occurrence & LAST)
+        pairs = [
+            (occurrence & ~LAST) | end
+            for occurrence in left[paper]
+            for end in starts.get((occurrence & LAST) + 1, ())
+        ]
         if pairs:
             found[paper] = pairs
     return found
@@ -350,9 +383,9 @@ def _extend(spans: Hits | None, following: Hits, candidates: set[int]) -> Hits:
     extended: Hits = {}
     for paper in spans.keys() & following.keys():
         starts: dict[int, list[int]] = {}
-        for first, last in following[paper]:
-            starts.setdefault(first, []).append(last)
-        continued = {(start, last) for start, end in spans[paper] for last in starts.get(end + 1, ())}
+        for occurrence in following[paper]:
+            starts.setdefault(occurrence >> POSITION_BITS, []).append(occurrence & LAST)
+        continued = {(span & ~LAST) | last for span in spans[paper] for last in starts.get((span & LAST) + 1, ())}
         if continued:
             extended[paper] = continued
     return extended

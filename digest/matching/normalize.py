@@ -29,7 +29,7 @@ _PART = rf"[^\W_]+(?:(?:[{_MARKS}]|['\u2019](?=[^\W_])|(?<=\d)\.(?=\d))[^\W_]*)*
 PART_PATTERN = re.compile(_PART)
 
 # Words that end in "s" without being plurals, and whose "singular" would be another word.
-_NOT_PLURAL = frozenset(
+NOT_PLURAL = frozenset(
     {"news", "its", "has", "was", "does", "this", "thus", "yes", "gas", "lens", "always", "perhaps",
      "whereas", "towards", "less", "plus", "chaos", "ethos", "atlas", "alias", "canvas", "bias"}
 )
@@ -61,7 +61,7 @@ def word_keys(word: str) -> tuple[str, ...]:
     few known non-plurals stay as they are; short words and words ending in us or is keep both
     readings. Where the rule cannot tell ("caches" is
     cache+s, "matches" is match+es) both readings are keys, so each singular still meets it."""
-    if len(word) < 3 or word[-1] != "s" or not word[-2].isalpha() or word in _NOT_PLURAL:
+    if len(word) < 3 or word[-1] != "s" or not word[-2].isalpha() or word in NOT_PLURAL:
         return (word,)
     if word.endswith("ss"):  # class, loss
         return (word,)

@@ -17,12 +17,14 @@ who share topics share combinations). Overlaps are found with one bit mask per t
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from itertools import chain
+from operator import attrgetter, itemgetter
 
 from digest.matching.evaluate import Evidence, evaluate
-from digest.matching.index import EditionIndex, paused_gc
+from digest.matching.index import FIELD_SHIFT, LAST, POSITION_BITS, EditionIndex, paused_gc
 from digest.matching.query import ABSTRACT, AUTHOR, CATEGORY, TITLE, QueryError, parse_query
 from digest.matching.results import Match, Span
 
@@ -30,68 +32,105 @@ log = logging.getLogger(__name__)
 
 TITLE_WEIGHT = 2
 _FIELD_KEYS = {TITLE: "title", ABSTRACT: "abstract"}
-_WORD_ORDER = (TITLE, ABSTRACT, AUTHOR, CATEGORY)
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: one object per topic and edition
 class _TopicMatches:
     """One topic's matches in one edition, as a subscriber with only this topic would get them."""
 
     topic: str
-    hits: dict[int, Evidence]  # paper -> evidence
+    number: int  # the topic's slot in sort keys, unique in the edition
     papers: frozenset[int]
     mask: int  # bit n set: paper n matches
-    keys: tuple[int, ...]  # edition-wide sort keys of this topic's single-topic matches
-    key_of: dict[int, int]  # paper -> its key above
+    match_of: dict[int, Match]  # paper -> its Match with this topic alone
     ranked: list[Match]
+    keys: tuple[int, ...] = ()  # edition-wide sort keys of the single-topic matches (see _file)
+    key_of: dict[int, int] = field(default_factory=dict)  # paper -> its key above
 
 
-_TOPIC_BITS = 32  # low bits of a sort key: the topic's (or combination's) number in the edition
-_COMBINATIONS_FROM = 1 << 31
+_KEYS = attrgetter("keys")
+_SCORE = attrgetter("score")
+_MATCHED = attrgetter("matched")
 
 
 def _weight(evidence: Evidence) -> int:
-    return TITLE_WEIGHT if evidence and evidence[0][0] == TITLE else 1  # evidence is sorted by field
+    # Evidence is sorted, field first: a title occurrence, if any, comes first.
+    return TITLE_WEIGHT if evidence and evidence[0] >> FIELD_SHIFT == TITLE else 1
 
 
-def _sort_key(index: EditionIndex, paper: int, score: int, topic_number: int = 0) -> int:
-    # One int, so that digests sort in C: higher score first, then the index's tie-break order
-    # (unique per paper, < len(index)), then the topic's number so that keys are unique edition-wide.
-    return ((-score * len(index) + index.tiebreak[paper]) << _TOPIC_BITS) | topic_number
+def _sort_key(index: EditionIndex, paper: int, score: int, slot: int = 0) -> int:
+    # One small int, so that digests sort in C: higher score first, then the index's tie-break
+    # order (unique per paper, < len(index)), then a slot: the topic's number, so that single-topic
+    # keys are unique edition-wide; a combination takes slot 0, unique within its digest.
+    return (-score * len(index) + index.tiebreak[paper]) * index.topic_slots + slot
+
+
+def _renumber(index: EditionIndex) -> None:
+    """More topics than slots: widen the slots and recompute every key (rare, amortised)."""
+    index.topic_slots *= 4
+    index.matches_by_key.clear()
+    index.combination_cache.clear()
+    for matches in index.topic_cache.values():
+        if matches is not None:
+            _file(index, matches)
+
+
+def _file(index: EditionIndex, matches: _TopicMatches) -> None:
+    """Give a topic's single matches their edition-wide keys."""
+    by_key = index.matches_by_key
+    key_of = {}
+    for paper, match in matches.match_of.items():
+        key = key_of[paper] = _sort_key(index, paper, int(match.score), matches.number)
+        by_key[key] = match
+    matches.key_of = key_of
+    matches.keys = tuple(sorted(key_of.values()))
 
 
 def _merge_spans(spans: list[Span]) -> tuple[Span, ...]:
-    merged: list[list[int]] = []
-    for start, end in sorted(spans):
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
+    """Sorted, with overlaps merged; spans that need no change are kept as they are (the same
+    objects: a hundred thousand digests share them)."""
+    merged: list[Span] = []
+    for span in sorted(spans):
+        if merged and span[0] <= merged[-1][1]:
+            if span[1] > merged[-1][1]:
+                merged[-1] = (merged[-1][0], span[1])
         else:
-            merged.append([start, end])
-    return tuple((start, end) for start, end in merged)
+            merged.append(span)
+    return tuple(merged)
 
 
 def _explain(index: EditionIndex, paper: int, evidence: Evidence):
-    """The words exactly as the paper spells them, and their offsets in title and abstract."""
-    spans: dict[int, list[Span]] = {}
-    for field, first, last in evidence:
-        spans.setdefault(field, []).append(index.span(field, paper, first, last))
-    words: list[str] = []
+    """The words exactly as the paper spells them, and their offsets in title and abstract.
+    Evidence comes sorted by field and position, so spans arrive in text order and overlapping
+    ones (a phrase and a word inside it) merge as they come."""
+    by_field: dict[int, list[list[int]]] = {}
+    offsets_of = index.offsets
+    for item in evidence:
+        field = item >> FIELD_SHIFT
+        offsets = offsets_of[field][paper]
+        start = offsets[((item >> POSITION_BITS) & LAST) << 1]
+        end = offsets[((item & LAST) << 1) + 1]
+        spans = by_field.get(field)
+        if spans is None:
+            by_field[field] = [[start, end]]
+        elif start <= spans[-1][1]:
+            if end > spans[-1][1]:
+                spans[-1][1] = end
+        else:
+            spans.append([start, end])
+    words: dict[str, None] = {}
     highlights: dict[str, tuple[Span, ...]] = {"title": (), "abstract": ()}
-    for field in _WORD_ORDER:
-        if field not in spans:
-            continue
-        merged = _merge_spans(spans[field])
-        if field in _FIELD_KEYS:
-            highlights[_FIELD_KEYS[field]] = merged
+    for field, spans in by_field.items():  # fields in order: title, abstract, authors, categories
         text = index.texts[field][paper]
-        for start, end in merged:
-            word = text[start:end]
-            if word not in words:
-                words.append(word)
+        for start, end in spans:
+            words[text[start:end]] = None
+        if field in _FIELD_KEYS:
+            highlights[_FIELD_KEYS[field]] = tuple((start, end) for start, end in spans)
     return tuple(words), highlights
 
 
 def _topic_matches(index: EditionIndex, topic: str) -> _TopicMatches | None:
+    """Evaluate one topic, once per edition; None when it matches nothing (or does not parse)."""
     if topic in index.topic_cache:
         return index.topic_cache[topic]
     try:
@@ -103,62 +142,48 @@ def _topic_matches(index: EditionIndex, topic: str) -> _TopicMatches | None:
         index.topic_cache[topic] = None
         return None
     hits = evaluate(index, query)
-    number = len(index.topic_cache)
-    singles = index.matches_by_key
-    key_of: dict[int, int] = {}
+    if not hits:
+        index.topic_cache[topic] = None
+        return None
+    match_of: dict[int, Match] = {}
     mask = 0
     for paper, evidence in hits.items():
         score = _weight(evidence)
         matched, highlights = _explain(index, paper, evidence)
-        key = key_of[paper] = _sort_key(index, paper, score, number)
-        singles[key] = Match(index.papers[paper], float(score), (topic,), matched, highlights)
+        match_of[paper] = Match(index.papers[paper], float(score), (topic,), matched, highlights)
         mask |= 1 << paper
-    keys = tuple(sorted(key_of.values()))
-    ranked = [singles[key] for key in keys]
-    result = _TopicMatches(topic, hits, frozenset(hits), mask, keys, key_of, ranked)
+    index.topics_numbered += 1
+    result = _TopicMatches(topic, index.topics_numbered, frozenset(hits), mask, match_of, [])
+    if result.number >= index.topic_slots:
+        _renumber(index)
+    _file(index, result)
+    result.ranked = [index.matches_by_key[key] for key in result.keys]
     index.topic_cache[topic] = result
     return result
 
 
-def _combined(index: EditionIndex, paper: int, topics: list[_TopicMatches]) -> int:
+def _combined(index: EditionIndex, paper: int, topics: list[_TopicMatches]) -> tuple[int, Match]:
     """One paper that several of a subscriber's topics match: scores add up, words and highlights
     are the union of each topic's (words in topic order, then as they stand in the paper)."""
-    names = tuple(topic.topic for topic in topics)
+    names = tuple([topic.topic for topic in topics])
     cached = index.combination_cache.get((paper, names))
     if cached is not None:
-        return cached
-    by_key = index.matches_by_key
-    singles = [by_key[topic.key_of[paper]] for topic in topics]
-    score = sum(single.score for single in singles)
-    matched = tuple(dict.fromkeys(chain.from_iterable(single.matched for single in singles)))
+        return _sort_key(index, paper, int(cached.score)), cached
+    singles = [topic.match_of[paper] for topic in topics]
+    score = sum(map(_SCORE, singles))
+    matched = tuple(dict.fromkeys(chain.from_iterable(map(_MATCHED, singles))))
     highlights = {}
-    for field in ("title", "abstract"):
-        spans = [single.highlights[field] for single in singles if single.highlights.get(field)]
-        if len(spans) > 1:
-            highlights[field] = _merge_spans(list(chain.from_iterable(spans)))
-        else:
-            highlights[field] = spans[0] if spans else ()
-    # Combinations are numbered above every topic, so their keys never collide with anything.
-    key = _sort_key(index, paper, int(score), _COMBINATIONS_FROM + len(index.combination_cache))
-    match = index.matches_by_key[key] = Match(index.papers[paper], score, names, matched, highlights)
-    index.combination_cache[(paper, names)] = key
-    return key
-
-
-_UNSEEN = object()
+    for name in ("title", "abstract"):
+        spans = [found for found in (single.highlights[name] for single in singles) if found]
+        highlights[name] = spans[0] if len(spans) == 1 else _merge_spans(list(chain.from_iterable(spans)))
+    match = index.combination_cache[(paper, names)] = Match(index.papers[paper], score, names, matched, highlights)
+    return _sort_key(index, paper, int(score)), match
 
 
 def _digest(index: EditionIndex, topics: Sequence[str]) -> list[Match]:
-    # This runs once per subscriber: it only merges what was computed once per topic, in C where
-    # it can (concatenating and sorting ints, big-int masks, dict lookups through map).
-    cache = index.topic_cache
-    found: list[_TopicMatches] = []
-    for topic in dict.fromkeys(topics):
-        matches = cache.get(topic, _UNSEEN)
-        if matches is _UNSEEN:
-            matches = _topic_matches(index, topic)
-        if matches is not None and matches.papers:
-            found.append(matches)  # type: ignore[arg-type]
+    # Runs once per subscriber, after every topic was evaluated: it only merges what was computed
+    # once per topic, in C where it can (map, dict.fromkeys, sorting small ints, big-int masks).
+    found: list[_TopicMatches] = list(dict.fromkeys(filter(None, map(index.topic_cache.get, topics))))
     if not found:
         return []
     if len(found) == 1:
@@ -167,21 +192,38 @@ def _digest(index: EditionIndex, topics: Sequence[str]) -> list[Match]:
     for matches in found:
         several |= seen & matches.mask
         seen |= matches.mask
+    by_key = index.matches_by_key
     if not several:
-        return list(map(index.matches_by_key.__getitem__, sorted(chain.from_iterable(m.keys for m in found))))
-    keys = set(chain.from_iterable(matches.keys for matches in found))
+        return list(map(by_key.__getitem__, sorted(chain.from_iterable(map(_KEYS, found)))))
+    # Papers several topics match: their single-topic entries make way for one combined match,
+    # slotted into place by its key.
+    ordered = sorted(chain.from_iterable(map(_KEYS, found)))  # sorted runs: cheap
+    combined = []
     while several:
         lowest = several & -several
         paper = lowest.bit_length() - 1
         several ^= lowest
         sharing = [matches for matches in found if matches.mask & lowest]
-        keys.difference_update([matches.key_of[paper] for matches in sharing])
-        keys.add(_combined(index, paper, sharing))
-    return list(map(index.matches_by_key.__getitem__, sorted(keys)))
+        for matches in sharing:
+            del ordered[bisect_left(ordered, matches.key_of[paper])]
+        combined.append(_combined(index, paper, sharing))
+    digest = list(map(by_key.__getitem__, ordered))
+    for key, match in sorted(combined, key=itemgetter(0)):
+        at = bisect_left(ordered, key)
+        ordered.insert(at, key)
+        digest.insert(at, match)
+    return digest
+
+
+def _evaluate_all(index: EditionIndex, topics: Iterable[str]) -> None:
+    for topic in topics:
+        if topic not in index.topic_cache:
+            _topic_matches(index, topic)
 
 
 def rank(index: EditionIndex, topics: Sequence[str], limit: int | None = None) -> list[Match]:
     """One subscriber's digest: the edition's papers matching at least one topic, in digest order."""
+    _evaluate_all(index, topics)
     matches = _digest(index, topics)
     return matches if limit is None else matches[:limit]
 
@@ -191,6 +233,7 @@ def match_subscribers(index: EditionIndex, topics_by_subscriber: Mapping[int, Se
     distinct topic is evaluated once, however many subscribers share it."""
     digests: dict[int, list[Match]] = {}
     with paused_gc():
+        _evaluate_all(index, set().union(*topics_by_subscriber.values()))
         for subscriber, topics in topics_by_subscriber.items():
             matches = _digest(index, topics)
             if matches:

@@ -9,7 +9,7 @@ from digest.models import Paper
 Span = tuple[int, int]  # [start, end) character offsets into the paper's original text
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a hundred thousand digests hold many of them
 class Match:
     paper: Paper
     score: float

@@ -31,7 +31,7 @@ EMAIL_PAGE_POLICY = (
 )
 
 BAD_LINK = (
-    "This link is not valid: it may have been changed, cut short by your mail program, or replaced by a newer one. "
+    "It may have been changed, cut short by your mail program, or replaced by a newer one. "
     "Use the link in your most recent email."
 )
 

@@ -177,7 +177,10 @@ def test_subscribe_confirm_change_topics_unsubscribe_and_subscribe_again(server,
     assert expected.total > 0
     summary = f"would have sent you {len(expected.papers)} paper"
     page.wait_for_function(
-        "text => document.querySelector('#preview-body').textContent.includes(text)", arg=summary, timeout=10_000
+        "([text, first]) => { const body = document.querySelector('#preview-body');"
+        " const link = body.querySelector('li a');"
+        " return body.textContent.includes(text) && link && link.textContent === first; }",
+        arg=[summary, expected.papers[0].title], timeout=10_000,
     )
     titles = page.locator("#preview-body li a").all_inner_texts()
     assert titles == [p.title for p in expected.papers]

@@ -6,6 +6,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from digest.matching import EditionIndex, QueryError, parse_query, rank
+from digest.matching.normalize import NOT_PLURAL
 from tests.matching.helpers import paper
 
 part = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=2, max_size=8)
@@ -49,6 +50,7 @@ def test_singular_and_plural_match_each_other(word, data):
     # A singular that already ends in "s" ("lens") reads as a plural: only listed ones are known.
     assume(not word.endswith("s"))
     many = plural(word)
+    assume(many not in NOT_PLURAL)  # "does" is not the plural of "doe": listed on purpose
     assert matches(data.draw(cased(many)), word), (many, word)
     assert matches(data.draw(cased(word)), many), (word, many)
     assert matches(data.draw(cased(many)), f'"{many}"')

@@ -172,3 +172,33 @@ def test_a_stored_topic_that_no_longer_parses_is_skipped_and_logged(caplog):
 def test_a_topic_listed_twice_counts_once(topics):
     matches = rank(EditionIndex.build(sample_papers()), topics)
     assert {match.topics for match in matches} == {("robot*",)}
+
+
+def test_keys_are_renumbered_when_an_edition_has_more_topics_than_slots():
+    topics = {n: topics for n, topics in enumerate(
+        [["pretraining", "diffusion"], ["robot*", "LLMs", "BERT"], ["multimodal", "pretraining"], ["speech"]] * 3
+    )}
+    roomy = EditionIndex.build(sample_papers())
+    cramped = EditionIndex.build(sample_papers())
+    cramped.topic_slots = 2  # forces two widenings on the way
+    expected = match_subscribers(roomy, topics)
+    assert cramped.topic_slots == 2
+    got = match_subscribers(cramped, topics)
+    assert cramped.topic_slots > 2
+    assert {s: [(m.paper.id, m.score, m.topics) for m in ms] for s, ms in got.items()} == {
+        s: [(m.paper.id, m.score, m.topics) for m in ms] for s, ms in expected.items()
+    }
+
+
+def test_matching_leaves_the_garbage_collector_as_it_found_it():
+    import gc
+
+    assert gc.isenabled()
+    match_subscribers(EditionIndex.build(sample_papers()), {1: ["pretraining"]})
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        rank(EditionIndex.build(sample_papers()), ["pretraining"])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

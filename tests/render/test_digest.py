@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
 
 import pytest
 from hypothesis import given
@@ -57,6 +58,15 @@ def test_subject_and_header_say_what_is_inside(renderer, matches):
     assert "Thursday, 26 November 2026" in rendered.text
     assert "7 new papers matched your topics" in text
     assert re.search(r"Matched: pretraining \(\d+\), diffusion \(\d+\)", text)
+
+
+def test_topic_counts_are_said_to_be_of_this_email_when_more_matched(renderer, matches):
+    shown = matches[:3]
+    rendered = renderer.render_digest("a@example.org", ["pretraining", "diffusion"], shown, 40, LINKS)
+    text = Elements(rendered.html).visible_text
+    in_email = sum(1 for m in shown if "pretraining" in m.topics)
+    assert f"The best 3 of 40, ranked. In this email: pretraining ({in_email})" in text
+    assert "Matched:" not in text
 
 
 def test_one_card_per_paper_best_first_with_links_badges_and_authors(renderer, matches):
@@ -222,3 +232,23 @@ def test_text_excerpts_wrap_without_losing_a_word(text):
     for line in wrapped.splitlines():
         assert line.startswith("   ")
         assert len(line) <= 20 or " " not in line.strip()  # only a single over-long word may pass
+
+
+def test_full_edition_page_shows_a_paper_as_it_is_now(settings):
+    paper = make_paper(title="Pretraining, revisited", upvotes=3, updated_at=datetime(2026, 11, 26, 8, tzinfo=timezone.utc))
+    match = Match(paper, 1.0, ("pretraining",), ())
+    before = render_full_edition_html(settings, EDITION, "a@example.org", ["pretraining"], [match], LINKS)
+    paper.upvotes, paper.updated_at = 40, datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
+    after = render_full_edition_html(settings, EDITION, "a@example.org", ["pretraining"], [match], LINKS)
+    assert "3 upvotes" in before and "40 upvotes" in after and "3 upvotes" not in after
+
+
+def test_code_and_project_links_when_known(renderer):
+    known = make_paper(title="With code", github_repo="https://github.com/org/repo", project_page="https://org.github.io/p")
+    unknown = make_paper(title="Without code")
+    rendered = renderer.render_digest("a@example.org", ["x"], [Match(known, 2.0, ("x",), ()), Match(unknown, 1.0, ("x",), ())], 2, NO_MORE)
+    links = {a["href"]: None for a in Elements(rendered.html).all("a")}
+    assert "https://github.com/org/repo" in links and "https://org.github.io/p" in links
+    blocks = rendered.text.split("\n2. ")
+    assert "Code: https://github.com/org/repo" in blocks[0] and "Project page: https://org.github.io/p" in blocks[0]
+    assert "Code:" not in blocks[1].split("\n--\n")[0]
