@@ -118,7 +118,6 @@ class EditionIndex:
         self.query_cache: dict[str, Any] = {}  # Query.key -> evaluated hits (see evaluate.py)
         self.topic_cache: dict[str, Any] = {}  # topic text -> its single-topic matches (rank.py)
         self.matches_by_key: dict[int, Any] = {}  # sort key -> single-topic Match (rank.py)
-        self.combination_cache: dict[Any, Any] = {}  # (paper, topics) -> Match of several topics (rank.py)
         self.topic_slots = 1 << 15  # sort keys: room for this many topics (rank.py widens it)
         self.topics_numbered = 0
 

@@ -10,8 +10,8 @@ Digest order (stable, documented in docs/query-language.md):
 For many subscribers the work is shared: each distinct topic is evaluated once per edition and
 turned once into single-topic Match records, each under an int sort key that is unique in the
 edition. A subscriber's digest is then mostly C work: concatenate their topics' keys, sort, look
-up. Only papers that several of their topics match get a combined Match (cached too: readers
-who share topics share combinations). Overlaps are found with one bit mask per topic.
+up. Only papers that several of their topics match get a combined Match (shared within one
+call: readers who share topics share combinations). Overlaps are found with one bit mask per topic.
 """
 
 from __future__ import annotations
@@ -69,7 +69,6 @@ def _renumber(index: EditionIndex) -> None:
     """More topics than slots: widen the slots and recompute every key (rare, amortised)."""
     index.topic_slots *= 4
     index.matches_by_key.clear()
-    index.combination_cache.clear()
     for matches in index.topic_cache.values():
         if matches is not None:
             _file(index, matches)
@@ -162,11 +161,13 @@ def _topic_matches(index: EditionIndex, topic: str) -> _TopicMatches | None:
     return result
 
 
-def _combined(index: EditionIndex, paper: int, topics: list[_TopicMatches]) -> tuple[int, Match]:
+def _combined(
+    index: EditionIndex, paper: int, topics: list[_TopicMatches], cache: dict[tuple, Match]
+) -> tuple[int, Match]:
     """One paper that several of a subscriber's topics match: scores add up, words and highlights
     are the union of each topic's (words in topic order, then as they stand in the paper)."""
     names = tuple([topic.topic for topic in topics])
-    cached = index.combination_cache.get((paper, names))
+    cached = cache.get((paper, names))
     if cached is not None:
         return _sort_key(index, paper, int(cached.score)), cached
     singles = [topic.match_of[paper] for topic in topics]
@@ -176,11 +177,11 @@ def _combined(index: EditionIndex, paper: int, topics: list[_TopicMatches]) -> t
     for name in ("title", "abstract"):
         spans = [found for found in (single.highlights[name] for single in singles) if found]
         highlights[name] = spans[0] if len(spans) == 1 else _merge_spans(list(chain.from_iterable(spans)))
-    match = index.combination_cache[(paper, names)] = Match(index.papers[paper], score, names, matched, highlights)
+    match = cache[(paper, names)] = Match(index.papers[paper], score, names, matched, highlights)
     return _sort_key(index, paper, int(score)), match
 
 
-def _digest(index: EditionIndex, topics: Sequence[str]) -> list[Match]:
+def _digest(index: EditionIndex, topics: Sequence[str], combinations: dict[tuple, Match]) -> list[Match]:
     # Runs once per subscriber, after every topic was evaluated: it only merges what was computed
     # once per topic, in C where it can (map, dict.fromkeys, sorting small ints, big-int masks).
     found: list[_TopicMatches] = list(dict.fromkeys(filter(None, map(index.topic_cache.get, topics))))
@@ -206,7 +207,7 @@ def _digest(index: EditionIndex, topics: Sequence[str]) -> list[Match]:
         sharing = [matches for matches in found if matches.mask & lowest]
         for matches in sharing:
             del ordered[bisect_left(ordered, matches.key_of[paper])]
-        combined.append(_combined(index, paper, sharing))
+        combined.append(_combined(index, paper, sharing, combinations))
     digest = list(map(by_key.__getitem__, ordered))
     for key, match in sorted(combined, key=itemgetter(0)):
         at = bisect_left(ordered, key)
@@ -224,7 +225,7 @@ def _evaluate_all(index: EditionIndex, topics: Iterable[str]) -> None:
 def rank(index: EditionIndex, topics: Sequence[str], limit: int | None = None) -> list[Match]:
     """One subscriber's digest: the edition's papers matching at least one topic, in digest order."""
     _evaluate_all(index, topics)
-    matches = _digest(index, topics)
+    matches = _digest(index, topics, {})
     return matches if limit is None else matches[:limit]
 
 
@@ -232,10 +233,13 @@ def match_subscribers(index: EditionIndex, topics_by_subscriber: Mapping[int, Se
     """Every subscriber's digest for this edition; subscribers with no match are absent. Each
     distinct topic is evaluated once, however many subscribers share it."""
     digests: dict[int, list[Match]] = {}
+    # Readers who share topics share combined matches, within this call only: a process that
+    # keeps the index for later calls does not keep every combination ever made.
+    combinations: dict[tuple, Match] = {}
     with paused_gc():
         _evaluate_all(index, set().union(*topics_by_subscriber.values()))
         for subscriber, topics in topics_by_subscriber.items():
-            matches = _digest(index, topics)
+            matches = _digest(index, topics, combinations)
             if matches:
                 digests[subscriber] = matches
     return digests
