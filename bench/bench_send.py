@@ -162,28 +162,31 @@ def sample_messages(database_url: str, env: dict, count: int = 50) -> list[bytes
     return messages
 
 
-def baseline(port: int, messages: list[bytes], total: int) -> float:
+def baseline(port: int, messages: list[bytes], total: int) -> tuple[float, float]:
+    """(messages per second, CPU milliseconds per message) of plain smtplib on one connection."""
     connection = smtplib.SMTP("127.0.0.1", port)
     connection.ehlo()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for n in range(total):
         connection.sendmail("digest@bench.example.org", [f"reader{n}@bench.example.org"], messages[n % len(messages)])
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     connection.quit()
-    return total / elapsed
+    return total / elapsed, cpu * 1000 / total
 
 
-def pipeline_one_process(env: dict) -> tuple[float, int, float]:
+def pipeline_one_process(env: dict) -> tuple[float, int, float, float]:
     start = time.perf_counter()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run([sys.executable, "-m", "digest.cli", "send"], env=env, cwd=REPO, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak_kb = after.ru_maxrss
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     print(result.stdout.strip())
     if result.returncode != 0:
         print(result.stderr[-3000:], file=sys.stderr)
     sent = count_sent(env["DIGEST_DATABASE_URL"]).get("sent", 0)
-    return sent / elapsed, sent, max(peak_kb, before) / 1024
+    return sent / elapsed, sent, peak_kb / 1024, cpu * 1000 / max(sent, 1)
 
 
 def rss_mb(pid: int) -> float:
@@ -205,7 +208,7 @@ def pipeline_celery(env: dict, subscribers: int, workers: int = 2) -> tuple[floa
     for n in range(workers):
         processes.append(subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queue, "-n", f"{queue}-{n}@localhost",
-             "--concurrency=1", "--loglevel=WARNING", "--without-gossip", "--without-mingle"],
+             "--pool=solo", "--loglevel=WARNING", "--without-gossip", "--without-mingle"],
             cwd=REPO, env=worker_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
     time.sleep(6)  # workers import and connect
     peak = 0.0
@@ -268,13 +271,18 @@ def main() -> None:
         print(f"populated {args.subscribers} subscribers, {args.papers} papers in {time.perf_counter() - t:.1f} s")
         messages = sample_messages(database_url, env)
         size = sum(map(len, messages)) / len(messages)
-        limit = baseline(port, messages, args.subscribers)
+        load = os.getloadavg()[0]
+        limit, limit_cpu = baseline(port, messages, args.subscribers)
         print(f"limit: {limit:,.0f} messages/s over one smtplib connection ({args.subscribers} prebuilt messages, "
-              f"{size / 1024:.1f} KB average)")
+              f"{size / 1024:.1f} KB average; {limit_cpu:.2f} CPU ms/message; load average {load:.1f} "
+              f"on {os.cpu_count()} CPUs)")
 
-        rate, sent, peak = pipeline_one_process(env)
+        load = os.getloadavg()[0]
+        rate, sent, peak, cpu = pipeline_one_process(env)
         print(f"digest send (one process): {rate:,.0f} messages/s, {sent} sent, peak memory {peak:,.0f} MB, "
-              f"ratio {rate / limit:.0%} of the limit")
+              f"{cpu:.2f} CPU ms/message, load average {load:.1f}->{os.getloadavg()[0]:.1f}")
+        print(f"ratio: {rate / limit:.0%} of the limit (wall clock); "
+              f"{limit_cpu / cpu:.0%} by CPU per message (independent of other load on the machine)")
         if not args.skip_celery:
             reset_deliveries(database_url)
             rate2, sent2, peak2 = pipeline_celery(env, args.subscribers)

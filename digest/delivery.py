@@ -394,6 +394,8 @@ class Job:
     edition: date
     editions: tuple[date, ...]  # the window, oldest first
     subscriber: Subscriber
+    created_at: datetime | None = None
+    attempts: int = 1
 
 
 @dataclass
@@ -663,7 +665,7 @@ def _load_jobs(session: Session, claimed: Sequence[int]) -> tuple[list[Job], lis
         start = min(window_start(subscriber, delivery.edition, previous.get(delivery.id)), delivery.edition)
         days = (delivery.edition - start).days
         editions = tuple(start + timedelta(days=n) for n in range(days + 1))
-        jobs.append(Job(delivery.id, delivery.edition, editions, subscriber))
+        jobs.append(Job(delivery.id, delivery.edition, editions, subscriber, delivery.created_at, delivery.attempts))
     return jobs, skipped
 
 
@@ -729,8 +731,8 @@ def _send_recorded(factory, settings, claimed, transport, now, sleep, report, on
     with factory() as session:
         jobs, skipped = _load_jobs(session, claimed)
         matches = composer.match(session, jobs) if jobs else {}
-        created_at = dict(session.execute(select(Delivery.id, Delivery.created_at).where(Delivery.id.in_(claimed))).all())
-        attempts = dict(session.execute(select(Delivery.id, Delivery.attempts).where(Delivery.id.in_(claimed))).all())
+        created_at = {job.delivery_id: job.created_at for job in jobs}
+        attempts = {job.delivery_id: job.attempts for job in jobs}
 
     for delivery, reason in skipped:
         record(delivery.id, status=DeliveryStatus.skipped, last_error=reason)
