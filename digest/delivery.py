@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from email.utils import parseaddr
+from functools import lru_cache
 
 from sqlalchemy import Engine, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
@@ -75,9 +76,14 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+@lru_cache(maxsize=8)
+def _bare_address(sender: str) -> str:
+    return parseaddr(sender)[1]
+
+
 def envelope_sender(settings: Settings) -> str:
     """The bare address of DIGEST_FROM: where bounces (DSNs) come back to."""
-    return parseaddr(settings.sender)[1]
+    return _bare_address(settings.sender)
 
 
 # --------------------------------------------------------------------------- editions and windows
@@ -459,6 +465,7 @@ class DigestComposer:
 
         data = self.editions(session, (e for job in jobs for e in job.editions))
         per_job: dict[int, list] = {job.delivery_id: [] for job in jobs}
+        sources: dict[int, int] = {job.delivery_id: 0 for job in jobs}  # editions that matched, per job
         for edition in sorted(data, reverse=True):
             queries = {
                 job.delivery_id: [t.query for t in job.subscriber.topics] for job in jobs if edition in job.editions
@@ -466,9 +473,11 @@ class DigestComposer:
             if not queries or not data[edition].papers:
                 continue
             for delivery_id, matches in match_subscribers(data[edition].index, queries).items():
-                per_job[delivery_id].extend(matches)
+                if matches:
+                    per_job[delivery_id].extend(matches)
+                    sources[delivery_id] += 1
         for job in jobs:
-            if len(job.editions) > 1:  # one edition comes ranked already
+            if sources[job.delivery_id] > 1:  # one edition's matches come ranked already
                 per_job[job.delivery_id].sort(key=lambda m: -m.score)  # stable among equals
         return per_job
 
