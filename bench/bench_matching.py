@@ -158,14 +158,15 @@ def main() -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     matched_papers = sum(len(matches) for matches in digests.values())
-    per_topic = [len(index.topic_cache[t].papers) for t in distinct if index.topic_cache.get(t) is not None]
+    per_topic = [len(index.topic_cache[t].papers) if index.topic_cache.get(t) else 0 for t in distinct]
     topic_counts = [len(t) for t in topics_by_subscriber.values()]
     print(f"subscribers:          {args.subscribers:,} ({min(topic_counts)} to {max(topic_counts)} topics each, "
           f"{sum(topic_counts):,} subscriptions)")
     print(f"papers:               {len(papers):,}")
     print(f"distinct topics:      {len(distinct):,} used (vocabulary {len(vocabulary):,})")
     print(f"papers per topic:     {sum(per_topic) / len(per_topic):.1f} on average, "
-          f"median {sorted(per_topic)[len(per_topic) // 2]}, most {max(per_topic)}")
+          f"median {sorted(per_topic)[len(per_topic) // 2]}, most {max(per_topic)}, "
+          f"{per_topic.count(0):,} topics match nothing")
     print(f"subscribers matched:  {len(digests):,}, {matched_papers:,} ranked matches "
           f"({matched_papers / max(len(digests), 1):.1f} papers per digest)")
     print(f"index build:          {built - started:.2f} s CPU")
