@@ -34,8 +34,8 @@ from datetime import date, datetime, timedelta, timezone
 from email.utils import parseaddr
 from functools import lru_cache
 
-from sqlalchemy import Engine, and_, bindparam, func, or_, select, update
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import Engine, and_, bindparam, func, or_, select, text, update
+from sqlalchemy.orm import Session
 
 from digest.config import Settings
 from digest.mailer import (
@@ -55,6 +55,7 @@ from digest.models import (
     Subscriber,
     SubscriberStatus,
     Suppression,
+    Topic,
 )
 from digest.schedule import next_due_at
 
@@ -133,10 +134,14 @@ def _insert_ignoring_duplicates(session: Session, rows: list[dict]) -> list[int]
         return []
     if session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
+
+        shared = {key: value for key, value in rows[0].items() if key != "subscriber_id"}
+        if all({key: value for key, value in row.items() if key != "subscriber_id"} == shared for row in rows):
+            return _insert_page_postgresql(session, [row["subscriber_id"] for row in rows], shared)
     else:
         from sqlalchemy.dialects.sqlite import insert
     statement = (
-        insert(Delivery)
+        insert(Delivery.__table__)  # Core, not the ORM bulk path: a page of rows in one statement
         .values(rows)
         .on_conflict_do_nothing(index_elements=["subscriber_id", "edition"])
         .returning(Delivery.id)
@@ -144,7 +149,26 @@ def _insert_ignoring_duplicates(session: Session, rows: list[dict]) -> list[int]
     return list(session.scalars(statement))
 
 
+def _insert_page_postgresql(session: Session, subscriber_ids: list[int], shared: dict) -> list[int]:
+    """A page of rows that differ only by subscriber, as one INSERT ... SELECT FROM unnest(ids):
+    compiling a 1000-row VALUES list cost more than the insert itself."""
+    table = Delivery.__table__
+    names = list(shared)
+    statement = text(
+        f"INSERT INTO deliveries (subscriber_id, {', '.join(names)}) "
+        f"SELECT sid, {', '.join(':' + name for name in names)} FROM unnest(CAST(:ids AS INTEGER[])) AS sid "
+        "ON CONFLICT (subscriber_id, edition) DO NOTHING RETURNING id"
+    ).bindparams(*(bindparam(name, type_=table.c[name].type) for name in names))
+    return list(session.scalars(statement, {"ids": subscriber_ids, **shared}))
+
+
 # --------------------------------------------------------------------------- dispatch
+
+# What dispatch needs of a subscriber (window and next due time): plain rows, no ORM objects.
+_SCHEDULE_COLUMNS = (
+    Subscriber.id, Subscriber.email, Subscriber.next_due_at, Subscriber.timezone, Subscriber.delivery_hour,
+    Subscriber.frequency, Subscriber.weekday, Subscriber.confirmed_at, Subscriber.created_at,
+)
 
 
 @dataclass
@@ -212,8 +236,8 @@ def dispatch(
     while True:
         with factory() as session, session.begin():
             page = list(
-                session.scalars(
-                    select(Subscriber)
+                session.execute(
+                    select(*_SCHEDULE_COLUMNS)
                     .where(
                         Subscriber.status == SubscriberStatus.active,
                         Subscriber.next_due_at <= now,
@@ -283,8 +307,8 @@ def schedule_unscheduled(factory: SessionFactory, now: datetime, page_size: int 
     while True:
         with factory() as session, session.begin():
             page = list(
-                session.scalars(
-                    select(Subscriber)
+                session.execute(
+                    select(*_SCHEDULE_COLUMNS)
                     .where(Subscriber.status == SubscriberStatus.active, Subscriber.next_due_at.is_(None))
                     .order_by(Subscriber.id)
                     .limit(page_size)
@@ -350,10 +374,10 @@ def create_edition_rows(
     after = 0
     while True:
         with factory() as session, session.begin():
-            query = select(Subscriber).where(Subscriber.status == SubscriberStatus.active, Subscriber.id > after)
+            query = select(*_SCHEDULE_COLUMNS).where(Subscriber.status == SubscriberStatus.active, Subscriber.id > after)
             if email is not None:
                 query = query.where(Subscriber.email == email)
-            page = list(session.scalars(query.order_by(Subscriber.id).limit(page_size)))
+            page = list(session.execute(query.order_by(Subscriber.id).limit(page_size)))
             if not page:
                 break
             after = page[-1].id
@@ -399,7 +423,7 @@ class Job:
     delivery_id: int
     edition: date
     editions: tuple[date, ...]  # the window, oldest first
-    subscriber: Subscriber
+    subscriber: Reader
     created_at: datetime | None = None
     attempts: int = 1
 
@@ -468,7 +492,7 @@ class DigestComposer:
         sources: dict[int, int] = {job.delivery_id: 0 for job in jobs}  # editions that matched, per job
         for edition in sorted(data, reverse=True):
             queries = {
-                job.delivery_id: [t.query for t in job.subscriber.topics] for job in jobs if edition in job.editions
+                job.delivery_id: job.subscriber.topics for job in jobs if edition in job.editions
             }
             if not queries or not data[edition].papers:
                 continue
@@ -499,7 +523,7 @@ class DigestComposer:
             view_url=view,
             more_url=view if len(matches) > len(shown) else None,
         )
-        topics = [t.query for t in subscriber.topics]
+        topics = subscriber.topics
         if shown:
             rendered = renderer.render_digest(subscriber.email, topics, shown, len(matches), links)
         elif subscriber.notify_empty:
@@ -583,18 +607,52 @@ class Recorder:
     synchronous_commit off: one round trip per message instead of three and an fsync. A worker
     crash loses nothing that way; only a crash of PostgreSQL itself can forget the last fraction of
     a second of outcomes, whose rows then return through the `sending` timeout (a duplicate, never
-    a loss)."""
+    a loss).
+
+    On PostgreSQL the UPDATE goes straight to the driver as a prepared statement (one per set of
+    columns): building and compiling a SQLAlchemy statement per message cost more CPU than the
+    round trip itself. Still one statement, committed, per message: the guarantee is unchanged."""
 
     def __init__(self, factory: SessionFactory) -> None:
         self.factory = factory
         self._connection = None
+        self._driver = None
+        self._sql: dict[tuple[str, ...], str] = {}
         with factory() as session:
             bind = session.get_bind()
         if isinstance(bind, Engine) and bind.dialect.name == "postgresql":
             self._connection = bind.connect().execution_options(isolation_level="AUTOCOMMIT")
             self._connection.exec_driver_sql("SET synchronous_commit TO off")
+            driver = self._connection.connection.driver_connection
+            if driver.__class__.__module__.startswith("psycopg"):  # psycopg 3: prepared statements
+                self._driver = driver
+
+    def _driver_sql(self, columns: tuple[str, ...]) -> str:
+        sql = self._sql.get(columns)
+        if sql is None:
+            assignments = ", ".join(f"{name} = %s" for name in columns)
+            sql = self._sql[columns] = f"UPDATE deliveries SET {assignments} WHERE id = %s AND status = 'sending'"
+        return sql
+
+    @staticmethod
+    def _driver_value(value):
+        from psycopg.types.json import Json
+
+        if isinstance(value, DeliveryStatus):
+            return value.name  # stored as the enum's name (native_enum=False)
+        if isinstance(value, list):
+            return Json(value)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value
 
     def __call__(self, delivery_id: int, **values) -> None:
+        if self._driver is not None:
+            columns = tuple(values)
+            params = [self._driver_value(values[name]) for name in columns]
+            params.append(delivery_id)
+            self._driver.execute(self._driver_sql(columns), params, prepare=True)
+            return
         statement = (
             update(Delivery)
             .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.sending)
@@ -640,15 +698,47 @@ def backoff(attempts: int) -> timedelta:
     return min(FIRST_BACKOFF * (2 ** max(attempts - 1, 0)), MAX_BACKOFF)
 
 
-def _load_jobs(session: Session, claimed: Sequence[int]) -> tuple[list[Job], list[tuple[Delivery, str]]]:
-    deliveries = list(session.scalars(select(Delivery).where(Delivery.id.in_(claimed)).order_by(Delivery.id)))
-    subscriber_ids = [d.subscriber_id for d in deliveries if d.subscriber_id is not None]
-    subscribers = {
-        s.id: s
-        for s in session.scalars(
-            select(Subscriber).where(Subscriber.id.in_(subscriber_ids)).options(selectinload(Subscriber.topics))
-        )
-    }
+@dataclass(slots=True)
+class Reader:
+    """What building one digest needs of a subscriber, read as plain rows (no ORM identity map:
+    a batch only reads them). `topics` are the query strings, in the subscriber's order."""
+
+    id: int
+    email: str
+    status: SubscriberStatus
+    token_version: int
+    max_papers: int
+    notify_empty: bool
+    frequency: Frequency
+    confirmed_at: datetime | None
+    created_at: datetime | None
+    topics: list[str] = field(default_factory=list)
+
+
+def _load_jobs(session: Session, claimed: Sequence[int]) -> tuple[list[Job], list[tuple[int, str]]]:
+    """The claimed rows as jobs (subscriber, topics, window), in three queries for the batch;
+    and the rows to skip, with the reason."""
+    deliveries = session.execute(
+        select(Delivery.id, Delivery.subscriber_id, Delivery.edition, Delivery.created_at, Delivery.attempts)
+        .where(Delivery.id.in_(claimed))
+        .order_by(Delivery.id)
+    ).all()
+    subscriber_ids = sorted({d.subscriber_id for d in deliveries if d.subscriber_id is not None})
+    subscribers: dict[int, Reader] = {}
+    if subscriber_ids:
+        for row in session.execute(
+            select(
+                Subscriber.id, Subscriber.email, Subscriber.status, Subscriber.token_version, Subscriber.max_papers,
+                Subscriber.notify_empty, Subscriber.frequency, Subscriber.confirmed_at, Subscriber.created_at,
+            ).where(Subscriber.id.in_(subscriber_ids))
+        ):
+            subscribers[row.id] = Reader(*row)
+        for subscriber_id, query in session.execute(
+            select(Topic.subscriber_id, Topic.query)
+            .where(Topic.subscriber_id.in_(subscriber_ids))
+            .order_by(Topic.subscriber_id, Topic.position, Topic.id)
+        ):
+            subscribers[subscriber_id].topics.append(query)
     # Each row's window starts after the newest earlier row of the same subscriber.
     previous: dict[int, date] = {}
     if deliveries:
@@ -662,14 +752,14 @@ def _load_jobs(session: Session, claimed: Sequence[int]) -> tuple[list[Job], lis
         previous = {delivery_id: edition for delivery_id, edition in rows}
     suppressed = _suppressed(session, (s.email for s in subscribers.values()))
     jobs: list[Job] = []
-    skipped: list[tuple[Delivery, str]] = []
+    skipped: list[tuple[int, str]] = []
     for delivery in deliveries:
         subscriber = subscribers.get(delivery.subscriber_id)
         if subscriber is None or subscriber.status != SubscriberStatus.active:
-            skipped.append((delivery, "no longer subscribed"))
+            skipped.append((delivery.id, "no longer subscribed"))
             continue
         if subscriber.email in suppressed:
-            skipped.append((delivery, "suppressed"))
+            skipped.append((delivery.id, "suppressed"))
             continue
         start = min(window_start(subscriber, delivery.edition, previous.get(delivery.id)), delivery.edition)
         days = (delivery.edition - start).days
@@ -743,8 +833,8 @@ def _send_recorded(factory, settings, claimed, transport, now, sleep, report, on
         created_at = {job.delivery_id: job.created_at for job in jobs}
         attempts = {job.delivery_id: job.attempts for job in jobs}
 
-    for delivery, reason in skipped:
-        record(delivery.id, status=DeliveryStatus.skipped, last_error=reason)
+    for delivery_id, reason in skipped:
+        record(delivery_id, status=DeliveryStatus.skipped, last_error=reason)
         if reason == "suppressed":
             report.suppressed += 1
             progress(suppressed=1)

@@ -9,8 +9,9 @@ before. Confirmation links also expire (CONFIRM_MAX_AGE); the others live as lon
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import lru_cache
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy.orm import Session
 
 from digest.config import Settings
@@ -30,10 +31,43 @@ class ExpiredToken(InvalidToken):
     """The link was genuine but is older than its purpose allows."""
 
 
+class _KeyedSigner(TimestampSigner):
+    """itsdangerous derives the purpose's key (an HMAC of key and salt) on every signature; it
+    depends only on the key and the purpose, so each signer derives it once. Same tokens, byte for
+    byte: only the repeated work goes."""
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        if secret_key is not None:  # verifying with an older key (rotation): not cached
+            return super().derive_key(secret_key)
+        key = self.__dict__.get("_derived")
+        if key is None:
+            key = self._derived = super().derive_key()
+        return key
+
+
+class _PurposeSerializer(URLSafeTimedSerializer):
+    """One signer per (key, purpose), reused: a digest signs three links per subscriber."""
+
+    signer = _KeyedSigner
+
+    def make_signer(self, salt=None):
+        if salt is not None and salt != self.salt:
+            return super().make_signer(salt)
+        signer = self.__dict__.get("_signer")
+        if signer is None:
+            signer = self._signer = super().make_signer(salt)
+        return signer
+
+
+@lru_cache(maxsize=64)
+def _purpose_serializer(secret_key: str, purpose: str) -> URLSafeTimedSerializer:
+    return _PurposeSerializer(secret_key, salt=f"digest.{purpose}")
+
+
 def _serializer(purpose: str, settings: Settings) -> URLSafeTimedSerializer:
     if purpose not in PURPOSES:
         raise ValueError(f"unknown token purpose {purpose!r}")
-    return URLSafeTimedSerializer(settings.secret_key, salt=f"digest.{purpose}")
+    return _purpose_serializer(settings.secret_key, purpose)
 
 
 def make_token(subscriber: Subscriber, purpose: str, settings: Settings) -> str:
