@@ -6,7 +6,7 @@ with `session_scope()` and commit once at the end of the unit of work.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -56,9 +56,9 @@ def session_factory(engine: Engine | None = None) -> sessionmaker[Session]:
 
 
 @contextmanager
-def session_scope(engine: Engine | None = None) -> Iterator[Session]:
+def session_scope(sessions: Callable[[], Session] | None = None) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any error."""
-    session = session_factory(engine)()
+    session = (sessions or session_factory())()
     try:
         yield session
         session.commit()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from contextlib import contextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse
@@ -15,6 +14,7 @@ from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from digest.config import REPO_ROOT, Settings
+from digest.db import ensure_schema, make_engine, session_factory, session_scope
 from digest.web.csrf import COOKIE, CsrfProtect
 from digest.web.ratelimit import RateLimiter
 
@@ -104,7 +104,6 @@ def create_app(
     transport=None,
 ) -> FastAPI:
     """`sessions` returns a new Session (tests pass theirs); `transport` overrides open_transport."""
-    from digest.db import ensure_schema, make_engine, session_factory
     from digest.web import routes
 
     if sessions is None:
@@ -139,14 +138,5 @@ def create_app(
     return app
 
 
-@contextmanager
 def unit_of_work(request: Request):
-    session = request.app.state.sessions()
-    try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+    return session_scope(request.app.state.sessions)
