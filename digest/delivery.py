@@ -800,10 +800,12 @@ def send_batch(
     return _send_claimed(factory, settings, claimed, transport, now, sleep, report, on_progress, composer)
 
 
-def _send_claimed(factory, settings, claimed, transport, now, sleep, report, on_progress, composer) -> SendReport:
+def _send_claimed(factory, settings, claimed, transport, now, sleep, report, on_progress, composer,
+                  built=None) -> SendReport:
     _record = Recorder(factory)
     try:
-        return _send_recorded(factory, settings, claimed, transport, now, sleep, report, on_progress, composer, _record)
+        return _send_recorded(factory, settings, claimed, transport, now, sleep, report, on_progress, composer,
+                              _record, built)
     except Exception as exc:
         # A bug or a lost database must not leave the batch in `sending` until the timeout:
         # what was not recorded goes back to pending, for a later run, and the error goes up.
@@ -824,14 +826,42 @@ def _send_claimed(factory, settings, claimed, transport, now, sleep, report, on_
         _record.close()
 
 
-def _send_recorded(factory, settings, claimed, transport, now, sleep, report, on_progress, composer, record):
-    progress = on_progress or (lambda **counts: None)
+@dataclass
+class Built:
+    """A claimed batch, built: rows to skip (with the reason), and per job its message, None
+    (nothing matched, not asked to be told) or the error that stopped building it."""
+
+    skipped: list[tuple[int, str]]
+    built: list[tuple[Job, Composed | None | str]]
+
+
+def build_batch(factory: SessionFactory, settings: Settings, claimed: Sequence[int],
+                composer: DigestComposer | None = None) -> Built:
+    """Load, match and compose a claimed batch (no sending, no writing)."""
     composer = composer or composer_for(settings)
     with factory() as session:
         jobs, skipped = _load_jobs(session, claimed)
         matches = composer.match(session, jobs) if jobs else {}
-        created_at = {job.delivery_id: job.created_at for job in jobs}
-        attempts = {job.delivery_id: job.attempts for job in jobs}
+    built: list[tuple[Job, Composed | None | str]] = []
+    for job in jobs:
+        try:
+            built.append((job, composer.compose(job, matches.get(job.delivery_id, []))))
+        except Exception as exc:  # one bad digest must not stop the batch
+            log.exception("could not build delivery %d for %s", job.delivery_id, job.subscriber.email)
+            built.append((job, f"build failed: {exc!r}"))
+    return Built(skipped, built)
+
+
+def _send_recorded(factory, settings, claimed, transport, now, sleep, report, on_progress, composer, record,
+                   built=None):
+    progress = on_progress or (lambda **counts: None)
+    if built is None:
+        built = build_batch(factory, settings, claimed, composer)
+    elif not isinstance(built, Built):  # a Future from the builder process
+        built = built.result()
+    skipped = built.skipped
+    created_at = {job.delivery_id: job.created_at for job, _ in built.built}
+    attempts = {job.delivery_id: job.attempts for job, _ in built.built}
 
     for delivery_id, reason in skipped:
         record(delivery_id, status=DeliveryStatus.skipped, last_error=reason)
@@ -843,12 +873,9 @@ def _send_recorded(factory, settings, claimed, transport, now, sleep, report, on
             progress(skipped=1)
 
     queue: list[_Pending] = []
-    for job in jobs:
-        try:
-            composed = composer.compose(job, matches.get(job.delivery_id, []))
-        except Exception as exc:  # one bad digest must not stop the batch
-            log.exception("could not build delivery %d for %s", job.delivery_id, job.subscriber.email)
-            record(job.delivery_id, status=DeliveryStatus.failed, last_error=f"build failed: {exc!r}"[:1000])
+    for job, composed in built.built:
+        if isinstance(composed, str):
+            record(job.delivery_id, status=DeliveryStatus.failed, last_error=composed[:1000])
             report.failed += 1
             progress(failed=1)
             continue
@@ -946,12 +973,110 @@ def send_ids(
     sleep: Callable[[float], None] = time.sleep,
 ) -> SendReport:
     report = SendReport()
-    for chunk in _chunks(list(ids), settings.batch_size):
-        batch = send_batch(factory, settings, chunk, transport=transport, on_progress=on_progress, sleep=sleep)
+    chunks = list(_chunks(list(ids), settings.batch_size))
+    builder = _Builder.start(factory, settings) if len(chunks) > 1 else None
+    if builder is None:
+        for chunk in chunks:
+            batch = send_batch(factory, settings, chunk, transport=transport, on_progress=on_progress, sleep=sleep)
+            report.add(batch)
+            if batch.errors:  # the server is gone: the rest waits for the next run
+                break
+        return report
+    with builder:
+        return _send_ids_built_ahead(factory, settings, chunks, transport, on_progress, sleep, builder, report)
+
+
+def _send_ids_built_ahead(factory, settings, chunks, transport, on_progress, sleep, builder, report) -> SendReport:
+    """While one batch is sent and recorded here, the builder process builds the next one (already
+    claimed: the claim is what makes it ours). If this run stops early, the batch claimed ahead goes
+    back to pending at once, never left in `sending` until the timeout."""
+
+    def claim_and_build(chunk: list[int]) -> tuple[list[int], datetime, SendReport, object]:
+        now = utcnow()
+        claimed = claim(factory, chunk, now, settings)
+        ahead = SendReport(not_claimed=len(set(chunk)) - len(claimed))
+        return claimed, now, ahead, builder.submit(claimed) if claimed else None
+
+    current = claim_and_build(chunks[0])
+    for position in range(len(chunks)):
+        following = claim_and_build(chunks[position + 1]) if position + 1 < len(chunks) else None
+        claimed, now, batch, built = current
+        try:
+            if claimed:
+                _send_claimed(factory, settings, claimed, transport, now, sleep, batch, on_progress, None, built)
+        except BaseException:
+            if following is not None:
+                _release(factory, following[0], "run stopped before this batch was sent")
+            raise
         report.add(batch)
         if batch.errors:  # the server is gone: the rest waits for the next run
+            if following is not None:
+                _release(factory, following[0], "; ".join(batch.errors))
             break
+        current = following
     return report
+
+
+def _release(factory: SessionFactory, claimed: Sequence[int], reason: str) -> None:
+    """Claimed but not sent: pending again and due at the next run."""
+    if not claimed:
+        return
+    with factory() as session, session.begin():
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(list(claimed)), Delivery.status == DeliveryStatus.sending)
+            .values(status=DeliveryStatus.pending, next_attempt_at=None, last_error=reason[:1000])
+            .execution_options(synchronize_session=False)
+        )
+
+
+class _Builder:
+    """One forked process that loads, matches and composes batches for `digest send`, so that
+    building (about three quarters of the CPU per message) runs on a second core while this
+    process talks to the SMTP server and records outcomes. Only for a real PostgreSQL engine on a
+    machine with more than one CPU; everything else builds in-line, as before."""
+
+    def __init__(self, pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    def start(cls, factory: SessionFactory, settings: Settings) -> _Builder | None:
+        import multiprocessing
+        import os
+        from concurrent.futures import ProcessPoolExecutor
+
+        if (os.cpu_count() or 1) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+            return None
+        with factory() as session:
+            bind = session.get_bind()
+        if not isinstance(bind, Engine) or bind.dialect.name != "postgresql":
+            return None
+        pool = ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("fork"),
+            initializer=_builder_init, initargs=(factory, settings, bind),
+        )
+        return cls(pool)
+
+    def submit(self, claimed: list[int]):
+        return self.pool.submit(_builder_build, claimed)
+
+    def __enter__(self) -> _Builder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+_builder_state: dict[str, object] = {}
+
+
+def _builder_init(factory: SessionFactory, settings: Settings, engine: Engine) -> None:
+    engine.dispose(close=False)  # the parent's pooled connections are the parent's: open our own
+    _builder_state.update(factory=factory, settings=settings)
+
+
+def _builder_build(claimed: list[int]) -> Built:
+    return build_batch(_builder_state["factory"], _builder_state["settings"], claimed)
 
 
 @dataclass
