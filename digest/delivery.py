@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from contextlib import nullcontext
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -71,6 +71,7 @@ FIRST_BACKOFF = timedelta(minutes=5)
 MAX_BACKOFF = timedelta(hours=6)
 MAX_WINDOW_DAYS = {Frequency.daily: 7, Frequency.weekly: 14}
 DISPATCH_PAGE = 1000
+BUILDERS = 2  # processes building digests for `digest send` (at most one per CPU)
 
 
 def utcnow() -> datetime:
@@ -997,23 +998,25 @@ def _send_ids_built_ahead(factory, settings, chunks, transport, on_progress, sle
         ahead = SendReport(not_claimed=len(set(chunk)) - len(claimed))
         return claimed, now, ahead, builder.submit(claimed) if claimed else None
 
-    current = claim_and_build(chunks[0])
-    for position in range(len(chunks)):
-        following = claim_and_build(chunks[position + 1]) if position + 1 < len(chunks) else None
-        claimed, now, batch, built = current
+    ahead: deque = deque(claim_and_build(chunk) for chunk in chunks[: builder.depth])
+    following = builder.depth
+    while ahead:
+        claimed, now, batch, built = ahead.popleft()
+        if following < len(chunks):
+            ahead.append(claim_and_build(chunks[following]))
+            following += 1
         try:
             if claimed:
                 _send_claimed(factory, settings, claimed, transport, now, sleep, batch, on_progress, None, built)
         except BaseException:
-            if following is not None:
-                _release(factory, following[0], "run stopped before this batch was sent")
+            for waiting in ahead:
+                _release(factory, waiting[0], "run stopped before this batch was sent")
             raise
         report.add(batch)
         if batch.errors:  # the server is gone: the rest waits for the next run
-            if following is not None:
-                _release(factory, following[0], "; ".join(batch.errors))
+            for waiting in ahead:
+                _release(factory, waiting[0], "; ".join(batch.errors))
             break
-        current = following
     return report
 
 
@@ -1036,8 +1039,9 @@ class _Builder:
     process talks to the SMTP server and records outcomes. Only for a real PostgreSQL engine on a
     machine with more than one CPU; everything else builds in-line, as before."""
 
-    def __init__(self, pool) -> None:
+    def __init__(self, pool, depth: int) -> None:
         self.pool = pool
+        self.depth = depth  # batches claimed and building while one is sent
 
     @classmethod
     def start(cls, factory: SessionFactory, settings: Settings) -> _Builder | None:
@@ -1051,11 +1055,12 @@ class _Builder:
             bind = session.get_bind()
         if not isinstance(bind, Engine) or bind.dialect.name != "postgresql":
             return None
+        processes = min(os.cpu_count() or 1, BUILDERS)
         pool = ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("fork"),
+            max_workers=processes, mp_context=multiprocessing.get_context("fork"),
             initializer=_builder_init, initargs=(factory, settings, bind),
         )
-        return cls(pool)
+        return cls(pool, processes)
 
     def submit(self, claimed: list[int]):
         return self.pool.submit(_builder_build, claimed)

@@ -147,7 +147,10 @@ class SmtpTransport:
             if self._connection is None:
                 self._connection = self._connect()
             try:
-                self._connection.sendmail(sender, [recipient], data)
+                if self._pipelining(sender, recipient):
+                    _send_pipelined(self._connection, sender, recipient, data)
+                else:
+                    self._connection.sendmail(sender, [recipient], data)
                 return
             except smtplib.SMTPRecipientsRefused as exc:
                 code, reply = exc.recipients[recipient]
@@ -175,6 +178,14 @@ class SmtpTransport:
                 continue
         raise TransientFailure(f"{self.description} dropped the connection {self.reconnects_per_message + 1} times")
 
+    def _pipelining(self, sender: str, recipient: str) -> bool:
+        connection = self._connection
+        return (
+            connection.does_esmtp
+            and "pipelining" in connection.esmtp_features
+            and not any(c in "<>\r\n " for c in sender + recipient)
+        )
+
     def _drop(self) -> None:
         if self._connection is not None:
             try:
@@ -196,6 +207,59 @@ class SmtpTransport:
             except (smtplib.SMTPException, OSError):
                 pass
             self._connection = None
+
+
+def _send_pipelined(connection: smtplib.SMTP, sender: str, recipient: str, data: bytes) -> None:
+    """smtplib's sendmail for one recipient, with MAIL, RCPT and DATA sent together (RFC 2920,
+    when the server offers PIPELINING): two round trips per message instead of four, and the
+    dot-stuffing done by bytes.replace instead of a regular expression over the whole message.
+    Every reply is read and raises the exception sendmail would raise for it, so the callers'
+    handling (421 and drops reconnect, 5xx to RCPT bounces, 5xx to the message fails) is the same."""
+    connection.send(f"MAIL FROM:<{sender}>\r\nRCPT TO:<{recipient}>\r\nDATA\r\n")
+    mail = connection.getreply()
+    rcpt = connection.getreply()
+    data_reply = connection.getreply()
+    if mail[0] != 250:
+        if mail[0] == 421:
+            connection.close()
+        else:
+            _reset(connection, data_reply)
+        raise smtplib.SMTPSenderRefused(mail[0], mail[1], sender)
+    if rcpt[0] not in (250, 251):
+        if rcpt[0] == 421:
+            connection.close()
+        else:
+            _reset(connection, data_reply)
+        raise smtplib.SMTPRecipientsRefused({recipient: rcpt})
+    if data_reply[0] != 354:
+        if data_reply[0] == 421:
+            connection.close()
+        else:
+            connection.rset()
+        raise smtplib.SMTPDataError(*data_reply)
+    # RFC 5321 4.5.2: a line that starts with "." gets another one (as smtplib does, after LF too).
+    body = data.replace(b"\n.", b"\n..")
+    if body.startswith(b"."):
+        body = b"." + body
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    connection.send(body + b".\r\n")
+    code, reply = connection.getreply()
+    if code != 250:
+        if code == 421:
+            connection.close()
+        else:
+            connection.rset()
+        raise smtplib.SMTPDataError(code, reply)
+
+
+def _reset(connection: smtplib.SMTP, data_reply: tuple[int, bytes]) -> None:
+    """After a refused MAIL or RCPT: a server that still said 354 to DATA (it should not, RFC 2920
+    3.1) gets an empty message it will refuse for want of recipients; then RSET."""
+    if data_reply[0] == 354:
+        connection.send(b".\r\n")
+        connection.getreply()
+    connection.rset()
 
 
 def _text(reply: bytes | str) -> str:

@@ -16,7 +16,7 @@ from digest.mailer import (
     SmtpTransport,
     TransientFailure,
 )
-from tests.smtp_server import RcptRule, SmtpTestServer
+from tests.smtp_server import FaultyHandler, RcptRule, SmtpTestServer, _FreePortController
 
 
 def message(to: str, n: int = 0) -> EmailMessage:
@@ -28,9 +28,23 @@ def message(to: str, n: int = 0) -> EmailMessage:
     return msg
 
 
-@pytest.fixture
-def server():
-    with SmtpTestServer() as running:
+class PipeliningHandler(FaultyHandler):
+    """The same server and faults, advertising PIPELINING (RFC 2920) as Postfix does: the
+    transport then sends MAIL, RCPT and DATA together."""
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        responses = await super().handle_EHLO(server, session, envelope, hostname, responses)
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+
+@pytest.fixture(params=["one command at a time", "pipelining"])
+def server(request):
+    running = SmtpTestServer()
+    if request.param == "pipelining":
+        running.handler = PipeliningHandler()
+        running.controller = _FreePortController(running.handler, hostname="127.0.0.1", port=0)
+    with running:
+        running.pipelining = request.param == "pipelining"
         yield running
 
 
@@ -46,6 +60,28 @@ def test_one_connection_carries_many_messages(server):
     assert sorted(server.handler.recipients()) == [f"r{n}@example.org" for n in range(5)]
     assert server.handler.connections == 1
     assert server.handler.messages_for("r3@example.org")[0]["Subject"] == "Digest 3"
+
+
+def test_the_transport_uses_pipelining_exactly_when_offered(server):
+    transport = transport_for(server)
+    transport.send(message("a@example.org"), "digest@papers.test", "a@example.org")
+    assert ("pipelining" in transport._connection.esmtp_features) == server.pipelining
+    transport.close()
+
+
+def test_lines_that_start_with_a_dot_arrive_intact(server):
+    msg = EmailMessage()
+    msg["From"] = "digest@papers.test"
+    msg["To"] = "a@example.org"
+    msg["Subject"] = "Dots"
+    msg.set_content(".leading dot\n..two dots\n.\nend\n")
+    transport = transport_for(server)
+    transport.send(msg, "digest@papers.test", "a@example.org")
+    transport.send(message("b@example.org"), "digest@papers.test", "b@example.org")  # the stream is still in step
+    transport.close()
+    received = server.handler.messages_for("a@example.org")[0].get_content().replace("\r\n", "\n")
+    assert received == ".leading dot\n..two dots\n.\nend\n"
+    assert server.handler.recipients() == {"a@example.org": 1, "b@example.org": 1}
 
 
 def test_4xx_on_the_address_is_transient_and_the_connection_goes_on(server):
