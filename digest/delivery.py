@@ -34,7 +34,7 @@ from datetime import date, datetime, timedelta, timezone
 from email.utils import parseaddr
 from functools import lru_cache
 
-from sqlalchemy import Engine, and_, bindparam, func, or_, select, text, update
+from sqlalchemy import Engine, Integer, String, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from digest.config import Settings
@@ -112,10 +112,25 @@ def window_start(subscriber: Subscriber, edition: date, previous: date | None) -
     return max(bounds)
 
 
+def _is_postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _among(session: Session, column, values: Sequence, item_type):
+    """`column IN (values)`; on PostgreSQL `column = ANY(array)`: one parameter instead of a
+    thousand, so the driver does not parse a new query text for every page."""
+    if _is_postgresql(session):
+        from sqlalchemy import any_
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam(None, list(values), type_=ARRAY(item_type)))
+    return column.in_(list(values))
+
+
 def _latest_rows(session: Session, subscriber_ids: Sequence[int]) -> dict[int, date]:
     rows = session.execute(
         select(Delivery.subscriber_id, func.max(Delivery.edition))
-        .where(Delivery.subscriber_id.in_(subscriber_ids))
+        .where(_among(session, Delivery.subscriber_id, subscriber_ids, Integer))
         .group_by(Delivery.subscriber_id)
     )
     return {sid: edition for sid, edition in rows}
@@ -125,7 +140,7 @@ def _suppressed(session: Session, emails: Iterable[str]) -> set[str]:
     emails = list(emails)
     if not emails:
         return set()
-    return set(session.scalars(select(Suppression.email).where(Suppression.email.in_(emails))))
+    return set(session.scalars(select(Suppression.email).where(_among(session, Suppression.email, emails, String))))
 
 
 def _insert_ignoring_duplicates(session: Session, rows: list[dict]) -> list[int]:
@@ -281,13 +296,7 @@ def dispatch(
             report.created += len(created)
             # Conditional on the value we read: a concurrent dispatch that advanced it first wins,
             # and both computed the same instant anyway.
-            table = Subscriber.__table__
-            session.connection().execute(
-                table.update()
-                .where(table.c.id == bindparam("sid"), table.c.next_due_at == bindparam("old"))
-                .values(next_due_at=bindparam("new")),
-                [{"sid": s.id, "old": s.next_due_at, "new": next_due_at(s, now)} for s in page],
-            )
+            _advance(session, [(s.id, s.next_due_at, next_due_at(s, now)) for s in page])
         # Committed: only now may a worker see these ids.
         _enqueue_committed(factory, created, enqueue, settings, report)
 
@@ -299,6 +308,27 @@ def dispatch(
         report.edition, report.due, report.created, report.nothing_new, report.suppressed, report.requeued,
     )
     return report
+
+
+def _advance(session: Session, changes: list[tuple[int, datetime, datetime]]) -> None:
+    """next_due_at: old -> new for each (id, old, new), only where it still holds the old value."""
+    if _is_postgresql(session):  # one statement for the page instead of one per subscriber
+        session.execute(
+            text(
+                "UPDATE subscribers SET next_due_at = v.new "
+                "FROM unnest(CAST(:ids AS INTEGER[]), CAST(:olds AS TIMESTAMPTZ[]), CAST(:news AS TIMESTAMPTZ[])) "
+                "AS v(id, old, new) WHERE subscribers.id = v.id AND subscribers.next_due_at = v.old"
+            ),
+            {"ids": [c[0] for c in changes], "olds": [c[1] for c in changes], "news": [c[2] for c in changes]},
+        )
+        return
+    table = Subscriber.__table__
+    session.connection().execute(
+        table.update()
+        .where(table.c.id == bindparam("sid"), table.c.next_due_at == bindparam("old"))
+        .values(next_due_at=bindparam("new")),
+        [{"sid": sid, "old": old, "new": new} for sid, old, new in changes],
+    )
 
 
 def schedule_unscheduled(factory: SessionFactory, now: datetime, page_size: int = DISPATCH_PAGE) -> int:
