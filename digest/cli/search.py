@@ -28,7 +28,8 @@ def _as_json(match: Match) -> dict:
     }
 
 
-@main.command()
+# A topic may start with an exclusion (`-video diffusion`): it must reach the parser, not click.
+@main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("query")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of lines.")
 @click.option("--edition", type=click.DateTime(["%Y-%m-%d"]), help="Only papers of this edition (YYYY-MM-DD).")

@@ -73,3 +73,14 @@ def test_a_bad_query_is_one_line_on_stderr_and_exit_1(cli_env, committed_db):
 def test_bad_options_are_refused(cli_env, committed_db):
     assert run("x", "--edition", "26-11-2026").exit_code == 2
     assert run("x", "--limit", "0").exit_code == 2
+
+
+def test_a_topic_that_starts_with_an_exclusion_reaches_the_parser(cli_env, committed_db):
+    store(
+        committed_db,
+        {"id": "2611.00301", "title": "Diffusion for images", "abstract": ""},
+        {"id": "2611.00302", "title": "Diffusion for video", "abstract": ""},
+    )
+    result = run("-video diffusion", "--json")
+    assert result.exit_code == 0, result.output
+    assert [paper["id"] for paper in json.loads(result.output)] == ["2611.00301"]
