@@ -14,12 +14,20 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from digest.config import Settings, get_settings, load_settings
 from digest.db import get_engine, make_engine, upgrade
 from digest.models import Base
+
+# Tests never assert on time (benchmarks do), so Hypothesis's per-example deadline is off: a loaded
+# CI machine must not fail a property. On CI the examples are derandomized so a run is repeatable;
+# developers' runs keep exploring new examples.
+hypothesis_settings.register_profile("default", deadline=None)
+hypothesis_settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 POSTGRES_ADMIN_URL = os.environ.get("DIGEST_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("DIGEST_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
