@@ -143,6 +143,19 @@ def _suppressed(session: Session, emails: Iterable[str]) -> set[str]:
     return set(session.scalars(select(Suppression.email).where(_among(session, Suppression.email, emails, String))))
 
 
+def _pending_row(subscriber_id: int, edition: date, now: datetime, requeue_at: datetime) -> dict:
+    """A new ledger row; `requeue_at` is when a sweep re-enqueues it if its first enqueue was lost."""
+    return {
+        "subscriber_id": subscriber_id,
+        "edition": edition,
+        "status": DeliveryStatus.pending,
+        "attempts": 0,
+        "created_at": now,
+        "next_attempt_at": requeue_at,
+        "paper_ids": [],
+    }
+
+
 def _insert_ignoring_duplicates(session: Session, rows: list[dict]) -> list[int]:
     """INSERT ... ON CONFLICT (subscriber_id, edition) DO NOTHING RETURNING id: the ids of the
     rows this call created; a row another run created first is simply not returned."""
@@ -281,17 +294,7 @@ def dispatch(
                 ):
                     report.nothing_new += 1
                     continue
-                rows.append(
-                    {
-                        "subscriber_id": subscriber.id,
-                        "edition": edition,
-                        "status": DeliveryStatus.pending,
-                        "attempts": 0,
-                        "created_at": now,
-                        "next_attempt_at": requeue_at,
-                        "paper_ids": [],
-                    }
-                )
+                rows.append(_pending_row(subscriber.id, edition, now, requeue_at))
             created = _insert_ignoring_duplicates(session, rows)
             report.created += len(created)
             # Conditional on the value we read: a concurrent dispatch that advanced it first wins,
@@ -423,17 +426,7 @@ def create_edition_rows(
                 if window_start(subscriber, edition, previous) > edition and email is None:
                     had_it += 1  # subscribed after this edition
                     continue
-                rows.append(
-                    {
-                        "subscriber_id": subscriber.id,
-                        "edition": edition,
-                        "status": DeliveryStatus.pending,
-                        "attempts": 0,
-                        "created_at": now,
-                        "next_attempt_at": now + timedelta(hours=1),
-                        "paper_ids": [],
-                    }
-                )
+                rows.append(_pending_row(subscriber.id, edition, now, now + timedelta(hours=1)))
             created.extend(_insert_ignoring_duplicates(session, rows))
     return created, had_it
 
