@@ -510,9 +510,13 @@ class DigestComposer:
         """Each job's matches across its window, best first (matching ranks within an edition;
         across editions the newer edition's papers come first among equal scores)."""
         from digest.matching import match_subscribers
+        from digest.matching.rank import Top
 
         data = self.editions(session, (e for job in jobs for e in job.editions))
-        per_job: dict[int, list] = {job.delivery_id: [] for job in jobs}
+        # A digest shows max_papers: each edition's first max_papers hold the window's first
+        # max_papers (the merge below keeps each edition's order), `total` counts the rest.
+        shown = {job.delivery_id: max(job.subscriber.max_papers, 1) for job in jobs}
+        per_job: dict[int, Top] = {job.delivery_id: Top() for job in jobs}
         sources: dict[int, int] = {job.delivery_id: 0 for job in jobs}  # editions that matched, per job
         for edition in sorted(data, reverse=True):
             queries = {
@@ -520,9 +524,10 @@ class DigestComposer:
             }
             if not queries or not data[edition].papers:
                 continue
-            for delivery_id, matches in match_subscribers(data[edition].index, queries).items():
-                if matches:
+            for delivery_id, matches in match_subscribers(data[edition].index, queries, limit=shown).items():
+                if matches.total:
                     per_job[delivery_id].extend(matches)
+                    per_job[delivery_id].total += matches.total
                     sources[delivery_id] += 1
         for job in jobs:
             if sources[job.delivery_id] > 1:  # one edition's matches come ranked already
@@ -539,17 +544,18 @@ class DigestComposer:
         data = self._editions.get(job.edition) or EditionData((0, None), [], None)
         renderer = self.renderer(data, job.edition)
         shown = matches[: max(subscriber.max_papers, 1)]
+        total = getattr(matches, "total", len(matches))  # match() cuts digests to what is shown
         unsubscribe = unsubscribe_url(subscriber, self.settings)
         view = view_url(subscriber, job.edition, self.settings)
         links = DigestLinks(
             settings_url=settings_url(subscriber, self.settings),
             unsubscribe_url=unsubscribe,
             view_url=view,
-            more_url=view if len(matches) > len(shown) else None,
+            more_url=view if total > len(shown) else None,
         )
         topics = subscriber.topics
         if shown:
-            rendered = renderer.render_digest(subscriber.email, topics, shown, len(matches), links)
+            rendered = renderer.render_digest(subscriber.email, topics, shown, total, links)
         elif subscriber.notify_empty:
             rendered = renderer.render_empty(subscriber.email, topics, links)
         else:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from operator import attrgetter, itemgetter
@@ -220,6 +220,58 @@ def _digest(index: EditionIndex, topics: Sequence[str], combinations: dict[tuple
     return digest
 
 
+class Top(list):
+    """A digest cut to its first N matches (in digest order); `total` counts every match."""
+
+    __slots__ = ("total",)
+
+    def __init__(self, matches: Iterable[Match] = (), total: int = 0) -> None:
+        super().__init__(matches)
+        self.total = total
+
+
+def _top(index: EditionIndex, topics: Sequence[str], combinations: dict[tuple, Match], limit: int) -> Top:
+    """The first `limit` matches of _digest(...) and how many there are in all; combined matches
+    are made only for the papers that make the cut (their keys are computed first, from scores)."""
+    found: list[_TopicMatches] = list(dict.fromkeys(filter(None, map(index.topic_cache.get, topics))))
+    if not found:
+        return Top()
+    if len(found) == 1:
+        ranked = found[0].ranked
+        return Top(ranked[:limit], len(ranked))
+    seen = several = 0
+    for matches in found:
+        several |= seen & matches.mask
+        seen |= matches.mask
+    total = seen.bit_count()
+    by_key = index.matches_by_key
+    ordered = sorted(chain.from_iterable(map(_KEYS, found)))  # sorted runs: cheap
+    if not several:
+        return Top(map(by_key.__getitem__, ordered[:limit]), total)
+    # Papers several topics match: their single-topic keys make way for the combined key (slot 0,
+    # unique within the digest), computed from the scores alone.
+    pending: dict[int, tuple[int, list[_TopicMatches]]] = {}
+    while several:
+        lowest = several & -several
+        paper = lowest.bit_length() - 1
+        several ^= lowest
+        sharing = [matches for matches in found if matches.mask & lowest]
+        for matches in sharing:
+            del ordered[bisect_left(ordered, matches.key_of[paper])]
+        score = int(sum(matches.match_of[paper].score for matches in sharing))
+        pending[_sort_key(index, paper, score)] = (paper, sharing)
+    ordered.extend(pending)
+    ordered.sort()
+    shown = []
+    for key in ordered[:limit]:
+        combined = pending.get(key)
+        if combined is None:
+            shown.append(by_key[key])
+        else:
+            shown.append(_combined(index, combined[0], combined[1], combinations)[1])
+    return Top(shown, total)
+
+
 def _evaluate_all(index: EditionIndex, topics: Iterable[str]) -> None:
     for topic in topics:
         if topic not in index.topic_cache:
@@ -233,17 +285,39 @@ def rank(index: EditionIndex, topics: Sequence[str], limit: int | None = None) -
     return matches if limit is None else matches[:limit]
 
 
-def match_subscribers(index: EditionIndex, topics_by_subscriber: Mapping[int, Sequence[str]]) -> dict[int, list[Match]]:
+def match_subscribers(
+    index: EditionIndex,
+    topics_by_subscriber: Mapping[int, Sequence[str]],
+    limit: int | Mapping[int, int] | Callable[[int], int] | None = None,
+) -> dict[int, list[Match]]:
     """Every subscriber's digest for this edition; subscribers with no match are absent. Each
-    distinct topic is evaluated once, however many subscribers share it."""
+    distinct topic is evaluated once, however many subscribers share it.
+
+    With `limit` (one int for all, or per subscriber id a mapping or a callable), each digest is
+    cut to its first `limit` matches, as `Top` lists whose `total` counts all of them: a digest
+    email shows only a few papers, and the rest need not be merged or combined."""
     digests: dict[int, list[Match]] = {}
     # Readers who share topics share combined matches, within this call only: a process that
     # keeps the index for later calls does not keep every combination ever made.
     combinations: dict[tuple, Match] = {}
+    if limit is None:
+        limit_of = None
+    elif isinstance(limit, int):
+        limit_of = lambda subscriber: limit  # noqa: E731
+    elif isinstance(limit, Mapping):
+        limit_of = limit.__getitem__
+    else:
+        limit_of = limit
     with paused_gc():
         _evaluate_all(index, set().union(*topics_by_subscriber.values()))
         for subscriber, topics in topics_by_subscriber.items():
-            matches = _digest(index, topics, combinations)
+            if limit_of is None:
+                matches = _digest(index, topics, combinations)
+            else:
+                top = _top(index, topics, combinations, max(int(limit_of(subscriber)), 0))
+                if top.total:
+                    digests[subscriber] = top
+                continue
             if matches:
                 digests[subscriber] = matches
     return digests

@@ -7,6 +7,8 @@ import logging
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from digest.matching import EditionIndex, Match, match_subscribers, rank
 from tests.matching.helpers import paper, sample_papers
@@ -210,3 +212,27 @@ def test_highlights_of_several_topics_merge_where_they_overlap():
     assert [abstract[s:e] for s, e in match.highlights["abstract"]] == ["pre-training", "language", "training"]
     assert match.matched == ("pre-training", "training", "language")
     assert match.score == 3.0
+
+
+LIMIT_TOPICS = ["pretraining", "diffusion -video", "robot*", "LLMs", "llm", "large language model",
+                "video", "reasoning", "agents", "benchmark", "no such word anywhere", "speech OR audio"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    readers=st.lists(st.lists(st.sampled_from(LIMIT_TOPICS), max_size=5), min_size=1, max_size=8),
+    limit=st.integers(min_value=0, max_value=12),
+)
+def test_a_limit_keeps_each_digest_s_first_papers_and_counts_them_all(readers, limit):
+    index = EditionIndex.build(sample_papers())
+    topics = dict(enumerate(readers))
+    full = match_subscribers(index, topics)
+    for limits in (limit, {reader: limit + reader % 3 for reader in topics}, lambda reader: limit + reader % 2):
+        cut = match_subscribers(index, topics, limit=limits)
+        assert set(cut) == set(full)
+        for reader, matches in cut.items():
+            n = limits if isinstance(limits, int) else (limits[reader] if isinstance(limits, dict) else limits(reader))
+            assert matches.total == len(full[reader])
+            assert [(m.paper.id, m.score, m.topics, m.matched, m.highlights) for m in matches] == [
+                (m.paper.id, m.score, m.topics, m.matched, m.highlights) for m in full[reader][:n]
+            ]
