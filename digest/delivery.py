@@ -748,8 +748,20 @@ class Reader:
 def _load_jobs(session: Session, claimed: Sequence[int]) -> tuple[list[Job], list[tuple[int, str]]]:
     """The claimed rows as jobs (subscriber, topics, window), in three queries for the batch;
     and the rows to skip, with the reason."""
+    # Each row's window starts after the newest earlier row of the same subscriber: a correlated
+    # subquery, one probe of the (subscriber_id, edition) index per row, whatever the planner's
+    # statistics say about a table that just grew by an edition's rows (a join here was planned
+    # as a scan of every row of the edition, per batch).
+    earlier = Delivery.__table__.alias("earlier")
+    previous_edition = (
+        select(func.max(earlier.c.edition))
+        .where(earlier.c.subscriber_id == Delivery.subscriber_id, earlier.c.edition < Delivery.edition)
+        .scalar_subquery()
+        .label("previous")
+    )
     deliveries = session.execute(
-        select(Delivery.id, Delivery.subscriber_id, Delivery.edition, Delivery.created_at, Delivery.attempts)
+        select(Delivery.id, Delivery.subscriber_id, Delivery.edition, Delivery.created_at, Delivery.attempts,
+               previous_edition)
         .where(Delivery.id.in_(claimed))
         .order_by(Delivery.id)
     ).all()
@@ -769,17 +781,7 @@ def _load_jobs(session: Session, claimed: Sequence[int]) -> tuple[list[Job], lis
             .order_by(Topic.subscriber_id, Topic.position, Topic.id)
         ):
             subscribers[subscriber_id].topics.append(query)
-    # Each row's window starts after the newest earlier row of the same subscriber.
-    previous: dict[int, date] = {}
-    if deliveries:
-        earlier = Delivery.__table__.alias("earlier")
-        rows = session.execute(
-            select(Delivery.id, func.max(earlier.c.edition))
-            .join(earlier, and_(earlier.c.subscriber_id == Delivery.subscriber_id, earlier.c.edition < Delivery.edition))
-            .where(Delivery.id.in_(claimed))
-            .group_by(Delivery.id)
-        )
-        previous = {delivery_id: edition for delivery_id, edition in rows}
+    previous = {delivery.id: delivery.previous for delivery in deliveries if delivery.previous is not None}
     suppressed = _suppressed(session, (s.email for s in subscribers.values()))
     jobs: list[Job] = []
     skipped: list[tuple[int, str]] = []
