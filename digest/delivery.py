@@ -689,6 +689,10 @@ class Recorder:
             .values(**values)
             .execution_options(synchronize_session=False)
         )
+        self._execute(statement)
+
+    def _execute(self, statement) -> None:
+        """On the recorder's own autocommit connection when it has one, else in a short transaction."""
         if self._connection is not None:
             self._connection.execute(statement)
             return
@@ -702,11 +706,7 @@ class Recorder:
             .values(claimed_at=at)
             .execution_options(synchronize_session=False)
         )
-        if self._connection is not None:
-            self._connection.execute(statement)
-            return
-        with self.factory() as session, session.begin():
-            session.execute(statement)
+        self._execute(statement)
 
     def close(self) -> None:
         if self._connection is not None:
