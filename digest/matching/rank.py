@@ -185,6 +185,19 @@ def _combined(
     return _sort_key(index, paper, int(score)), match
 
 
+def _take_shared(found: list[_TopicMatches], ordered: list[int], several: int):
+    """Each paper that several topics match (a bit of `several`), with the topics that share it;
+    their single-topic keys are removed from `ordered` to make way for one combined entry."""
+    while several:
+        lowest = several & -several
+        paper = lowest.bit_length() - 1
+        several ^= lowest
+        sharing = [matches for matches in found if matches.mask & lowest]
+        for matches in sharing:
+            del ordered[bisect_left(ordered, matches.key_of[paper])]
+        yield paper, sharing
+
+
 def _digest(index: EditionIndex, topics: Sequence[str], combinations: dict[tuple, Match]) -> list[Match]:
     # Runs once per subscriber, after every topic was evaluated: it only merges what was computed
     # once per topic, in C where it can (map, dict.fromkeys, sorting small ints, big-int masks).
@@ -204,13 +217,7 @@ def _digest(index: EditionIndex, topics: Sequence[str], combinations: dict[tuple
     # slotted into place by its key.
     ordered = sorted(chain.from_iterable(map(_KEYS, found)))  # sorted runs: cheap
     combined = []
-    while several:
-        lowest = several & -several
-        paper = lowest.bit_length() - 1
-        several ^= lowest
-        sharing = [matches for matches in found if matches.mask & lowest]
-        for matches in sharing:
-            del ordered[bisect_left(ordered, matches.key_of[paper])]
+    for paper, sharing in _take_shared(found, ordered, several):
         combined.append(_combined(index, paper, sharing, combinations))
     digest = list(map(by_key.__getitem__, ordered))
     for key, match in sorted(combined, key=itemgetter(0)):
@@ -251,13 +258,7 @@ def _top(index: EditionIndex, topics: Sequence[str], combinations: dict[tuple, M
     # Papers several topics match: their single-topic keys make way for the combined key (slot 0,
     # unique within the digest), computed from the scores alone.
     pending: dict[int, tuple[int, list[_TopicMatches]]] = {}
-    while several:
-        lowest = several & -several
-        paper = lowest.bit_length() - 1
-        several ^= lowest
-        sharing = [matches for matches in found if matches.mask & lowest]
-        for matches in sharing:
-            del ordered[bisect_left(ordered, matches.key_of[paper])]
+    for paper, sharing in _take_shared(found, ordered, several):
         score = int(sum(matches.match_of[paper].score for matches in sharing))
         pending[_sort_key(index, paper, score)] = (paper, sharing)
     ordered.extend(pending)
