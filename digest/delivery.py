@@ -24,6 +24,7 @@ are contiguous and never overlap, so no paper is ever sent twice and no closed e
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import OrderedDict, deque
@@ -633,55 +634,77 @@ def claim(factory: SessionFactory, ids: Sequence[int], now: datetime, settings: 
 
 class Recorder:
     """Writes each outcome right after the server answered, so a killed worker leaves at most the
-    message in flight unrecorded. On PostgreSQL it uses one autocommit connection with
-    synchronous_commit off: one round trip per message instead of three and an fsync. A worker
-    crash loses nothing that way; only a crash of PostgreSQL itself can forget the last fraction of
-    a second of outcomes, whose rows then return through the `sending` timeout (a duplicate, never
-    a loss).
+    message in flight unrecorded.
 
-    On PostgreSQL the UPDATE goes straight to the driver as a prepared statement (one per set of
-    columns): building and compiling a SQLAlchemy statement per message cost more CPU than the
-    round trip itself. Still one statement, committed, per message: the guarantee is unchanged."""
+    On PostgreSQL (psycopg) it has one autocommit connection of its own, with synchronous_commit
+    off, and sends each outcome as a prepared UPDATE without waiting for PostgreSQL's answer: the
+    statement is written whole to the socket before the next message goes to the SMTP server, and
+    its answer is read just before the next outcome is sent (or when the batch ends). So the SMTP
+    exchange of message N+1 overlaps the commit of message N's outcome instead of following it.
+    Why this keeps the window: PostgreSQL executes and commits a statement it has received whether
+    or not the client is still there to read the answer (an implicit transaction ends at the
+    protocol's Sync, before any reply is flushed), and the kernel delivers bytes already written
+    even if this process is killed a moment later. A worker crash thus loses nothing; only a crash
+    of PostgreSQL itself can forget the last fraction of a second of outcomes (synchronous_commit
+    off), whose rows then return through the `sending` timeout: a duplicate, never a loss. An
+    outcome PostgreSQL refused is raised at the next call, still inside the batch.
+
+    Elsewhere (SQLite, other drivers) each outcome is a short committed transaction."""
 
     def __init__(self, factory: SessionFactory) -> None:
         self.factory = factory
         self._connection = None
-        self._driver = None
-        self._sql: dict[tuple[str, ...], str] = {}
+        self._pgconn = None
+        self._prepared: dict[tuple[str, ...], bytes] = {}
+        self._waiting = False  # an outcome sent whose answer is not read yet
         with factory() as session:
             bind = session.get_bind()
         if isinstance(bind, Engine) and bind.dialect.name == "postgresql":
             self._connection = bind.connect().execution_options(isolation_level="AUTOCOMMIT")
             self._connection.exec_driver_sql("SET synchronous_commit TO off")
             driver = self._connection.connection.driver_connection
-            if driver.__class__.__module__.startswith("psycopg"):  # psycopg 3: prepared statements
-                self._driver = driver
+            if driver.__class__.__module__.startswith("psycopg"):  # psycopg 3: libpq's own calls
+                self._pgconn = driver.pgconn
 
-    def _driver_sql(self, columns: tuple[str, ...]) -> str:
-        sql = self._sql.get(columns)
-        if sql is None:
-            assignments = ", ".join(f"{name} = %s" for name in columns)
-            sql = self._sql[columns] = f"UPDATE deliveries SET {assignments} WHERE id = %s AND status = 'sending'"
-        return sql
+    def _statement(self, columns: tuple[str, ...]) -> bytes:
+        name = self._prepared.get(columns)
+        if name is None:
+            from psycopg import pq
+
+            assignments = ", ".join(f"{column} = ${n}" for n, column in enumerate(columns, 1))
+            sql = f"UPDATE deliveries SET {assignments} WHERE id = ${len(columns) + 1} AND status = 'sending'"
+            name = f"digest_record_{len(self._prepared)}".encode()
+            result = self._pgconn.prepare(name, sql.encode())
+            if result.status != pq.ExecStatus.COMMAND_OK:
+                raise RuntimeError(f"could not prepare {sql!r}: {result.get_error_message()}")
+            self._prepared[columns] = name
+        return name
 
     @staticmethod
-    def _driver_value(value):
-        from psycopg.types.json import Json
-
+    def _text_value(value) -> bytes | None:
+        """A parameter in PostgreSQL's text format; the column's type is the server's to infer."""
+        if value is None:
+            return None
         if isinstance(value, DeliveryStatus):
-            return value.name  # stored as the enum's name (native_enum=False)
+            return value.name.encode()  # stored as the enum's name (native_enum=False)
         if isinstance(value, list):
-            return Json(value)
-        if isinstance(value, datetime) and value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        return value
+            return json.dumps(value).encode()
+        if isinstance(value, datetime):
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given to a UTC column")
+            return value.isoformat().encode()
+        return str(value).encode()
 
     def __call__(self, delivery_id: int, **values) -> None:
-        if self._driver is not None:
+        if self._pgconn is not None:
+            self.wait()
             columns = tuple(values)
-            params = [self._driver_value(values[name]) for name in columns]
-            params.append(delivery_id)
-            self._driver.execute(self._driver_sql(columns), params, prepare=True)
+            name = self._statement(columns)
+            params = [self._text_value(values[column]) for column in columns]
+            params.append(str(int(delivery_id)).encode())
+            self._pgconn.send_query_prepared(name, params)
+            self._waiting = True
+            self._flush()
             return
         statement = (
             update(Delivery)
@@ -691,9 +714,31 @@ class Recorder:
         )
         self._execute(statement)
 
+    def _flush(self) -> None:
+        """psycopg keeps libpq non-blocking: wait until the whole statement is on the socket."""
+        import select as select_module
+
+        while self._pgconn.flush():
+            select_module.select([], [self._pgconn.socket], [])
+
+    def wait(self) -> None:
+        """Read the answer to the outcome sent last; raise if PostgreSQL refused it."""
+        if not self._waiting:
+            return
+        from psycopg import pq
+
+        self._waiting = False
+        error = None
+        while (result := self._pgconn.get_result()) is not None:
+            if result.status != pq.ExecStatus.COMMAND_OK and error is None:
+                error = result.get_error_message() or str(result.status)
+        if error is not None:
+            raise RuntimeError(f"recording an outcome failed: {error}")
+
     def _execute(self, statement) -> None:
         """On the recorder's own autocommit connection when it has one, else in a short transaction."""
         if self._connection is not None:
+            self.wait()
             self._connection.execute(statement)
             return
         with self.factory() as session, session.begin():
@@ -711,10 +756,14 @@ class Recorder:
     def close(self) -> None:
         if self._connection is not None:
             try:
+                self.wait()
+                for name in self._prepared.values():
+                    self._connection.exec_driver_sql(f"DEALLOCATE {name.decode()}")
                 self._connection.exec_driver_sql("RESET synchronous_commit")
             finally:
+                self._prepared.clear()
                 self._connection.close()
-                self._connection = None
+                self._connection = self._pgconn = None
 
 
 def _suppress(factory: SessionFactory, email: str, reason: str) -> None:
@@ -762,7 +811,7 @@ def _load_jobs(session: Session, claimed: Sequence[int]) -> tuple[list[Job], lis
     deliveries = session.execute(
         select(Delivery.id, Delivery.subscriber_id, Delivery.edition, Delivery.created_at, Delivery.attempts,
                previous_edition)
-        .where(Delivery.id.in_(claimed))
+        .where(_among(session, Delivery.id, claimed, Integer))
         .order_by(Delivery.id)
     ).all()
     subscriber_ids = sorted({d.subscriber_id for d in deliveries if d.subscriber_id is not None})
@@ -772,12 +821,12 @@ def _load_jobs(session: Session, claimed: Sequence[int]) -> tuple[list[Job], lis
             select(
                 Subscriber.id, Subscriber.email, Subscriber.status, Subscriber.token_version, Subscriber.max_papers,
                 Subscriber.notify_empty, Subscriber.frequency, Subscriber.confirmed_at, Subscriber.created_at,
-            ).where(Subscriber.id.in_(subscriber_ids))
+            ).where(_among(session, Subscriber.id, subscriber_ids, Integer))
         ):
             subscribers[row.id] = Reader(*row)
         for subscriber_id, query in session.execute(
             select(Topic.subscriber_id, Topic.query)
-            .where(Topic.subscriber_id.in_(subscriber_ids))
+            .where(_among(session, Topic.subscriber_id, subscriber_ids, Integer))
             .order_by(Topic.subscriber_id, Topic.position, Topic.id)
         ):
             subscribers[subscriber_id].topics.append(query)
@@ -836,8 +885,10 @@ def _send_claimed(factory, settings, claimed, transport, now, sleep, report, on_
                   built=None) -> SendReport:
     _record = Recorder(factory)
     try:
-        return _send_recorded(factory, settings, claimed, transport, now, sleep, report, on_progress, composer,
-                              _record, built)
+        report = _send_recorded(factory, settings, claimed, transport, now, sleep, report, on_progress, composer,
+                                _record, built)
+        _record.wait()  # the last outcome is committed before the batch counts as done
+        return report
     except Exception as exc:
         # A bug or a lost database must not leave the batch in `sending` until the timeout:
         # what was not recorded goes back to pending, for a later run, and the error goes up.
