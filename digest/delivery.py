@@ -538,7 +538,7 @@ class DigestComposer:
     def compose(self, job: Job, matches: list) -> Composed | None:
         """One subscriber's message, or None when nothing matched and they asked not to be told."""
         from digest.links import settings_url, unsubscribe_url, view_url
-        from digest.message import build_message, make_message_id, to_bytes
+        from digest.message import make_message_id, message_bytes
         from digest.render import DigestLinks
 
         subscriber = job.subscriber
@@ -562,10 +562,8 @@ class DigestComposer:
         else:
             return None
         message_id = make_message_id(subscriber.id, job.edition, self.settings)
-        message = build_message(
-            rendered, subscriber.email, self.settings, message_id=message_id, unsubscribe_url=unsubscribe
-        )
-        return Composed(subscriber.email, to_bytes(message, self.settings), message_id, [m.paper.id for m in shown])
+        data = message_bytes(rendered, subscriber.email, self.settings, message_id=message_id, unsubscribe_url=unsubscribe)
+        return Composed(subscriber.email, data, message_id, [m.paper.id for m in shown])
 
 
 _composers: dict[int, DigestComposer] = {}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from email.utils import parseaddr
 from functools import lru_cache
@@ -29,6 +29,7 @@ from premailer import Premailer
 from digest.config import REPO_ROOT, Settings, get_settings
 from digest.matching.results import Match, Span
 from digest.models import Paper
+from digest.transfer_encoding import quoted_printable
 
 TEMPLATES_DIR = REPO_ROOT / "templates" / "email"
 
@@ -41,6 +42,7 @@ AUTHORS_MAX = 5
 SUBJECT_TOPICS = 3
 LINK_SEPARATOR = " &#183; "
 CARD_CACHE_SIZE = 20_000
+_CARDS_SLOT = "\x00"  # stands for the cards while the text around them is encoded
 
 _SLOT_TOKEN = "__dpd_{}__"
 _SLOT_RE = re.compile(r"__dpd_([a-z]+(?:_[a-z]+)*)__|<!--slot:([a-z_]+)-->")
@@ -57,6 +59,9 @@ class RenderedEmail:
     subject: str
     html: str
     text: str
+    # `text` as a quoted-printable body (CRLF), when the renderer already had most of it encoded
+    # (a digest's cards are encoded once each); the message writer encodes `text` otherwise.
+    text_qp: str | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -364,6 +369,11 @@ class EditionRenderer:
         # Subscribers who share the topics that matched a paper get the same card: keep it, with
         # only the rank left to fill. Bounded: cleared when full, it only saves work.
         self._cards_cache: dict[tuple, tuple[Fragment, Fragment]] = {}
+        # A card's text with its rank, quoted-printable: the same card at the same rank recurs
+        # across subscribers. Encoding piecewise equals encoding the whole only when the cards
+        # start and end on line boundaries, which the text template is checked for here.
+        self._encoded_cards: dict[str, str] = {}
+        self._encode_piecewise = self._cards_on_whole_lines(self._digest_text)
 
     # Cards are the same for every subscriber but for rank, highlights and matched topics.
     def _prepare(self, paper: Paper) -> _PreparedPaper:
@@ -457,6 +467,22 @@ class EditionRenderer:
         self._cards_cache[key] = (html_card, text_card)
         return html_card, text_card
 
+    @staticmethod
+    def _cards_on_whole_lines(skeleton: Skeleton) -> bool:
+        main, card = skeleton.main, skeleton.parts.get("card")
+        if card is None or main.names.count("card") != 1:
+            return False
+        before = main.literals[main.names.index("card")]
+        return (before == "" or before.endswith("\n")) and card.literals[-1].endswith("\n")
+
+    def _encoded_card(self, text_card: str) -> str:
+        encoded = self._encoded_cards.get(text_card)
+        if encoded is None:
+            if len(self._encoded_cards) >= CARD_CACHE_SIZE:
+                self._encoded_cards.clear()
+            encoded = self._encoded_cards[text_card] = quoted_printable(text_card)
+        return encoded
+
     def _cards(self, matches: Sequence[Match]) -> tuple[list[str], list[str]]:
         html_cards, text_cards = [], []
         for rank, match in enumerate(matches, 1):
@@ -510,7 +536,7 @@ class EditionRenderer:
             {
                 "headline": headline,
                 "summary": summary,
-                "card": "".join(text_cards),
+                "card": _CARDS_SLOT if self._encode_piecewise else "".join(text_cards),
                 "more": self._digest_text.parts["more"].fill(
                     {"more_count": str(total - len(shown)), "total": str(total), "more_url": more_url}
                 )
@@ -521,7 +547,17 @@ class EditionRenderer:
                 **urls,
             }
         )
-        return RenderedEmail(subject=subject, html=html, text=text)
+        if not self._encode_piecewise:
+            return RenderedEmail(subject=subject, html=html, text=text)
+        head, slot, tail = text.partition(_CARDS_SLOT)
+        if not slot or _CARDS_SLOT in tail:
+            raise ValueError("the digest's text lost its cards")  # a value slipped a NUL past one_line
+        encoded = [quoted_printable(head)] if head else []
+        encoded.extend(map(self._encoded_card, text_cards))
+        if tail:
+            encoded.append(quoted_printable(tail))
+        return RenderedEmail(subject=subject, html=html, text=head + "".join(text_cards) + tail,
+                             text_qp="".join(encoded))
 
     @staticmethod
     def _summary(shown: Sequence[Match], total: int) -> str:

@@ -142,3 +142,45 @@ def test_unreadable_dkim_key_is_a_config_error(settings, tmp_path):
         configured = load_settings(**{**settings.model_dump(), "dkim_key_file": path})
         with pytest.raises(ConfigError, match="DIGEST_DKIM_KEY_FILE"):
             to_bytes(build_message(RENDERED, "a@example.org", configured), configured)
+
+
+@pytest.mark.parametrize("rendered", [
+    RENDERED,  # non-ASCII subject and text, an HTML line too long for 7bit
+    RenderedEmail("Plain subject", "<p>short</p>\n<p>lines</p>\n", "one\ntwo\n"),
+    RenderedEmail("Pre-encoded", "<p>x</p>\n", "caf\u00e9\n", text_qp="caf=C3=A9\r\n"),
+])
+@pytest.mark.parametrize("unsubscribe_url", [None, "https://d.test/u/tok"])
+def test_message_bytes_are_exactly_the_built_message(settings, rendered, unsubscribe_url):
+    from datetime import datetime, timezone
+
+    from digest.message import message_bytes
+
+    at = datetime(2026, 11, 26, 7, 0, tzinfo=timezone.utc)
+    args = dict(message_id=make_message_id(7, EDITION, settings), unsubscribe_url=unsubscribe_url, date=at)
+    written = message_bytes(rendered, "ana@bücher.example", settings, **args)
+    assert written == to_bytes(build_message(rendered, "ana@bücher.example", settings, **args), settings)
+    message = parse(written)
+    assert body(message, "plain") == rendered.text and body(message, "html") == rendered.html
+
+
+def test_message_bytes_refuse_what_build_message_refuses(settings):
+    from digest.message import message_bytes
+
+    with pytest.raises(HeaderError):
+        message_bytes(RENDERED, "a@example.org\r\nBcc: victim@example.org", settings)
+    with pytest.raises(HeaderError):
+        message_bytes(RenderedEmail("Hi\r\nBcc: v@example.org", "<p>x</p>", "x"), "a@example.org", settings)
+
+
+def test_message_bytes_are_dkim_signed_when_a_key_is_configured(settings, dkim_key):
+    from digest.message import message_bytes
+
+    private, public = dkim_key
+    signing = load_settings(**{**settings.model_dump(), "dkim_key_file": private, "dkim_selector": "sel1"})
+    data = message_bytes(RENDERED, "a@example.org", signing, unsubscribe_url="https://d.test/u")
+    domain = signing.sender_domain.encode()
+
+    def dns(name, timeout=5):
+        return b"v=DKIM1; k=rsa; p=" + public if name == b"sel1._domainkey." + domain + b"." else None
+
+    assert data.startswith(b"DKIM-Signature:") and dkim.verify(data, dnsfunc=dns)

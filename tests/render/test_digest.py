@@ -6,7 +6,8 @@ import re
 from datetime import datetime, timezone
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from digest.matching.results import Match
@@ -252,3 +253,29 @@ def test_code_and_project_links_when_known(renderer):
     blocks = rendered.text.split("\n2. ")
     assert "Code: https://github.com/org/repo" in blocks[0] and "Project page: https://org.github.io/p" in blocks[0]
     assert "Code:" not in blocks[1].split("\n--\n")[0]
+
+
+_line_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=200)
+
+
+# The settings fixture is only read; each example makes its own renderer.
+@hypothesis_settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(title=_line_text, abstract=_line_text, author=_line_text, topic=_line_text, email_local=st.from_regex(r"[a-z]{1,12}", fullmatch=True))
+def test_the_text_part_encoded_card_by_card_is_the_text_encoded_whole(settings, title, abstract, author, topic, email_local):
+    """Each card's quoted-printable form is kept and reused across subscribers; what a reader
+    decodes must be exactly the text part, whatever the titles, abstracts and topics hold."""
+    from digest.transfer_encoding import quoted_printable
+
+    renderer = EditionRenderer(settings, EDITION)
+    papers = [make_paper(title=title, abstract=abstract, authors=[author]), *sample_papers()[:3]]
+    matches = [Match(p, 1.0, (topic or "t",), ()) for p in papers]
+    for cut in (matches, matches[1:], matches[:1]):  # the same cards at other ranks
+        rendered = renderer.render_digest(f"{email_local}@example.org", [topic or "t"], cut, 9, LINKS)
+        assert rendered.text_qp == quoted_printable(rendered.text)
+
+
+def test_a_digest_as_sent_carries_the_pre_encoded_text_and_decodes_to_it(renderer, matches, settings):
+    rendered = renderer.render_digest("ana@example.org", ["pretraining", "diffusion"], matches[:10], len(matches), LINKS)
+    assert rendered.text_qp is not None
+    message = parse(to_bytes(build_message(rendered, "ana@example.org", settings), settings))
+    assert body(message, "plain") == rendered.text

@@ -1,0 +1,29 @@
+"""Quoted-printable for the text part, shared by the renderer (which encodes each paper card once
+and reuses it) and the message writer (which encodes what is left per subscriber)."""
+
+from __future__ import annotations
+
+import binascii
+
+_encoded_lines: dict[str, str] = {}
+CACHE_LINES = 50_000
+
+
+def quoted_printable(text: str) -> str:
+    """`text` as a quoted-printable body with CRLF line ends, line by line: the lines of a digest
+    repeat across subscribers (cards, footer), so each distinct line is encoded once (bounded
+    cache, cleared when full). Encoding two texts that each end with a line break and joining the
+    results gives the encoding of the joined text: the renderer relies on that."""
+    out = []
+    for line in text.splitlines():
+        if len(line) <= 76 and line.isascii() and line.isprintable() and "=" not in line and line[-1:] != " ":
+            out.append(line)  # such a line is its own quoted-printable form
+            continue
+        encoded = _encoded_lines.get(line)
+        if encoded is None:
+            encoded = binascii.b2a_qp(line.encode("utf-8"), istext=True).decode("ascii").replace("\n", "\r\n")
+            if len(_encoded_lines) >= CACHE_LINES:
+                _encoded_lines.clear()
+            _encoded_lines[line] = encoded
+        out.append(encoded)
+    return "\r\n".join(out) + "\r\n"
