@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
+import threading
 import time
 from collections import OrderedDict, deque
 from contextlib import nullcontext
@@ -1045,32 +1047,113 @@ def _send_recorded(factory, settings, claimed, transport, now, sleep, report, on
 # --------------------------------------------------------------------------- one process
 
 
+class _Batches:
+    """The batches of ids a run sends: a list known in advance, or the pages a dispatch running in
+    a thread of its own has committed, handed over as they come, so that building and sending
+    start with the first page instead of after the last."""
+
+    _END = None
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._ended = False
+        self.error: BaseException | None = None
+        self.dispatched: DispatchReport | None = None
+        self.ids = 0  # handed over so far
+
+    @classmethod
+    def of(cls, settings: Settings, ids: Sequence[int]) -> _Batches:
+        batches = cls(settings)
+        for chunk in _chunks(list(ids), settings.batch_size):
+            batches._queue.put(chunk)
+        batches._queue.put(cls._END)
+        return batches
+
+    @classmethod
+    def from_dispatch(cls, factory: SessionFactory, settings: Settings, now: datetime) -> _Batches:
+        batches = cls(settings)
+
+        def run() -> None:
+            try:
+                batches.dispatched = dispatch(factory, settings, batches._queue.put, now)
+            except BaseException as exc:  # raised in the sending thread, after what was committed
+                batches.error = exc
+            finally:
+                batches._queue.put(cls._END)
+
+        batches._thread = threading.Thread(target=run, name="dispatch", daemon=True)
+        batches._thread.start()
+        return batches
+
+    def take(self, wait: bool = True) -> list[int] | None:
+        """The next batch; None when there are no more (or, without `wait`, none ready yet)."""
+        if self._ended:
+            return None
+        try:
+            chunk = self._queue.get(block=wait)
+        except queue.Empty:
+            return None
+        if chunk is self._END:
+            self._ended = True
+            self.finish()
+            return None
+        self.ids += len(chunk)
+        return chunk
+
+    @property
+    def dispatching(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def finish(self, raise_error: bool = True) -> None:
+        """Wait for the dispatch thread; its error, if any, goes up here."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self.error is not None and raise_error:
+            error, self.error = self.error, None
+            raise error
+
+
 def send_ids(
     factory: SessionFactory,
     settings: Settings,
-    ids: Sequence[int],
+    ids: Sequence[int] | _Batches,
     transport: SmtpTransport | OutboxTransport,
     on_progress: Callable[..., None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    builder: _Builder | None = None,
 ) -> SendReport:
+    """Send these deliveries in batches over one connection; with more than one batch, forked
+    builder processes build the next batches meanwhile (`builder`, when started ahead)."""
     report = SendReport()
-    chunks = list(_chunks(list(ids), settings.batch_size))
-    builder = _Builder.start(factory, settings) if len(chunks) > 1 else None
+    batches = ids if isinstance(ids, _Batches) else _Batches.of(settings, ids)
+    first = batches.take()
+    second = batches.take() if first is not None else None
+    if builder is not None and second is None:  # started ahead, but one batch builds as fast in-line
+        builder.close()
+        builder = None
+    elif builder is None and second is not None and not batches.dispatching:  # never fork beside a thread
+        builder = _Builder.start(factory, settings)
     if builder is None:
-        for chunk in chunks:
+        given = deque(chunk for chunk in (first, second) if chunk is not None)
+        while (chunk := given.popleft() if given else batches.take()) is not None:
             batch = send_batch(factory, settings, chunk, transport=transport, on_progress=on_progress, sleep=sleep)
             report.add(batch)
             if batch.errors:  # the server is gone: the rest waits for the next run
+                batches.finish()
                 break
         return report
     with builder:
-        return _send_ids_built_ahead(factory, settings, chunks, transport, on_progress, sleep, builder, report)
+        return _send_ids_built_ahead(factory, settings, [first, second], batches, transport, on_progress, sleep,
+                                     builder, report)
 
 
-def _send_ids_built_ahead(factory, settings, chunks, transport, on_progress, sleep, builder, report) -> SendReport:
-    """While one batch is sent and recorded here, the builder process builds the next one (already
-    claimed: the claim is what makes it ours). If this run stops early, the batch claimed ahead goes
-    back to pending at once, never left in `sending` until the timeout."""
+def _send_ids_built_ahead(factory, settings, first, batches, transport, on_progress, sleep, builder, report) -> SendReport:
+    """While one batch is sent and recorded here, the builder processes build the next ones (already
+    claimed: the claim is what makes them ours). If this run stops early, the batches claimed ahead
+    go back to pending at once, never left in `sending` until the timeout."""
 
     def claim_and_build(chunk: list[int]) -> tuple[list[int], datetime, SendReport, object]:
         now = utcnow()
@@ -1078,25 +1161,34 @@ def _send_ids_built_ahead(factory, settings, chunks, transport, on_progress, sle
         ahead = SendReport(not_claimed=len(set(chunk)) - len(claimed))
         return claimed, now, ahead, builder.submit(claimed) if claimed else None
 
-    ahead: deque = deque(claim_and_build(chunk) for chunk in chunks[: builder.depth])
-    following = builder.depth
-    while ahead:
-        claimed, now, batch, built = ahead.popleft()
-        if following < len(chunks):
-            ahead.append(claim_and_build(chunks[following]))
-            following += 1
-        try:
+    def fill(ahead: deque) -> None:
+        # Keep every builder busy; wait for a dispatch still committing pages only when there is
+        # nothing else to send.
+        while len(ahead) < builder.depth and (chunk := batches.take(wait=not ahead)) is not None:
+            ahead.append(claim_and_build(chunk))
+
+    ahead: deque = deque()
+    try:
+        ahead.extend(claim_and_build(chunk) for chunk in first)
+        fill(ahead)
+        while ahead:
+            claimed, now, batch, built = ahead.popleft()
+            if (following := batches.take(wait=False)) is not None:
+                ahead.append(claim_and_build(following))
             if claimed:
                 _send_claimed(factory, settings, claimed, transport, now, sleep, batch, on_progress, None, built)
-        except BaseException:
-            for waiting in ahead:
-                _release(factory, waiting[0], "run stopped before this batch was sent")
-            raise
-        report.add(batch)
-        if batch.errors:  # the server is gone: the rest waits for the next run
-            for waiting in ahead:
-                _release(factory, waiting[0], "; ".join(batch.errors))
-            break
+            report.add(batch)
+            if batch.errors:  # the server is gone: the rest waits for the next run
+                for waiting in ahead:
+                    _release(factory, waiting[0], "; ".join(batch.errors))
+                ahead.clear()
+                batches.finish()
+                break
+            fill(ahead)
+    except BaseException:
+        for waiting in ahead:
+            _release(factory, waiting[0], "run stopped before this batch was sent")
+        raise
     return report
 
 
@@ -1114,17 +1206,20 @@ def _release(factory: SessionFactory, claimed: Sequence[int], reason: str) -> No
 
 
 class _Builder:
-    """One forked process that loads, matches and composes batches for `digest send`, so that
-    building (about three quarters of the CPU per message) runs on a second core while this
-    process talks to the SMTP server and records outcomes. Only for a real PostgreSQL engine on a
-    machine with more than one CPU; everything else builds in-line, as before."""
+    """Forked processes that load, match and compose batches for `digest send`, so that building
+    (about three quarters of the CPU per message) runs on the other cores while this process talks
+    to the SMTP server and records outcomes. Only for a real PostgreSQL engine on a machine with
+    more than one CPU; everything else builds in-line, as before."""
 
     def __init__(self, pool, depth: int) -> None:
         self.pool = pool
         self.depth = depth  # batches claimed and building while one is sent
 
     @classmethod
-    def start(cls, factory: SessionFactory, settings: Settings) -> _Builder | None:
+    def start(cls, factory: SessionFactory, settings: Settings, warm: Sequence[date] = ()) -> _Builder | None:
+        """Fork the builders now. Each one loads the `warm` editions' papers, match index and
+        templates at once, so that `digest send` can start them before it creates the rows: the
+        set-up then overlaps that work instead of delaying the first message."""
         import multiprocessing
         import os
         from concurrent.futures import ProcessPoolExecutor
@@ -1138,26 +1233,38 @@ class _Builder:
         processes = min(os.cpu_count() or 1, BUILDERS)
         pool = ProcessPoolExecutor(
             max_workers=processes, mp_context=multiprocessing.get_context("fork"),
-            initializer=_builder_init, initargs=(factory, settings, bind),
+            initializer=_builder_init, initargs=(factory, settings, bind, tuple(warm)),
         )
+        pool.submit(int)  # with fork, the first task starts every process, and so their warm-up
         return cls(pool, processes)
 
     def submit(self, claimed: list[int]):
         return self.pool.submit(_builder_build, claimed)
 
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
     def __enter__(self) -> _Builder:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.close()
 
 
 _builder_state: dict[str, object] = {}
 
 
-def _builder_init(factory: SessionFactory, settings: Settings, engine: Engine) -> None:
+def _builder_init(factory: SessionFactory, settings: Settings, engine: Engine, warm: tuple[date, ...] = ()) -> None:
     engine.dispose(close=False)  # the parent's pooled connections are the parent's: open our own
     _builder_state.update(factory=factory, settings=settings)
+    if warm:
+        try:
+            composer = composer_for(settings)
+            with factory() as session:
+                for edition, data in composer.editions(session, warm).items():
+                    composer.renderer(data, edition)
+        except Exception:  # only a head start: the first batch builds whatever is missing
+            log.exception("builder warm-up failed")
 
 
 def _builder_build(claimed: list[int]) -> Built:
@@ -1205,7 +1312,31 @@ def send_now(
                 raise DigestError("the store has no papers yet: run `digest fetch` first")
         if edition is not None and not session.scalar(select(func.count()).select_from(Paper).where(Paper.edition == edition)):
             raise DigestError(f"edition {edition} has no papers (editions are the UTC dates papers were fetched)")
+        due = _due_count(session, edition, email, now)
+        builder = None
+        if due > settings.batch_size:  # more than one batch: builders start while rows are created
+            warm = edition or latest_closed_edition(session, now)
+            builder = _Builder.start(factory, settings, warm=[warm] if warm else [])
 
+    try:
+        return _send_run(factory, settings, edition, email, now, notes, progress_factory, transport, builder, due)
+    finally:
+        if builder is not None:
+            builder.close()
+
+
+def _due_count(session: Session, edition: date | None, email: str | None, now: datetime) -> int:
+    """How many rows this run will create, about (those who already had the edition count too)."""
+    if email is not None:
+        return 1
+    active = select(func.count()).select_from(Subscriber).where(Subscriber.status == SubscriberStatus.active)
+    if edition is None:
+        active = active.where(Subscriber.next_due_at <= now)
+    return session.scalar(active) or 0
+
+
+def _send_run(factory, settings, edition, email, now, notes, progress_factory, transport, builder, due) -> SendRun:
+    dispatching = None
     if edition is not None:
         ids, had_it = create_edition_rows(factory, edition, now, email)
         with factory() as session:  # rows of this edition left pending by an earlier run
@@ -1217,24 +1348,44 @@ def send_now(
             notes.append(f"{had_it} subscriber(s) already had edition {edition}")
         if edition >= now.date():
             notes.append(f"edition {edition} is today's and still open: papers fetched later today go to nobody who got it now")
+        batches = _Batches.of(settings, ids)
+        total = len(ids)
     else:
-        collected: list[int] = []
-        dispatched = dispatch(factory, settings, collected.extend, now)
-        ids = collected
-        edition = dispatched.edition
-        if dispatched.nothing_new:
-            notes.append(f"{dispatched.nothing_new} due subscriber(s) had no new edition yet")
+        # Rows are created page by page in a thread while the first pages are already being built
+        # and sent; the progress total is the count of due subscribers until dispatch has finished.
+        with factory() as session:
+            edition = latest_closed_edition(session, now)
+        batches = dispatching = _Batches.from_dispatch(factory, settings, now)
+        total = due
 
     own = transport is None
     transport = transport or make_transport(settings)
     report = SendReport()
     try:
-        with progress_factory(len(ids)) if progress_factory else nullcontext() as bar:
-            advance = (lambda **counts: bar.advance(**counts)) if bar is not None else None
-            report = send_ids(factory, settings, ids, transport, on_progress=advance)
+        with progress_factory(total) if progress_factory else nullcontext() as bar:
+            advance = None
+            if bar is not None:
+                exact = [dispatching is None]
+
+                def advance(**counts):
+                    if not exact[0] and dispatching.dispatched is not None:  # dispatch is done
+                        bar.set_total(dispatching.dispatched.enqueued)
+                        exact[0] = True
+                    bar.advance(**counts)
+            report = send_ids(factory, settings, batches, transport, on_progress=advance, builder=builder)
+    except BaseException:
+        if dispatching is not None:
+            dispatching.finish(raise_error=False)  # the error that stopped sending goes up, not this one
+        raise
     finally:
         if own:
             transport.close()
+    if dispatching is not None:
+        dispatching.finish()
+    if dispatching is not None and dispatching.dispatched is not None:
+        edition = dispatching.dispatched.edition or edition
+        if dispatching.dispatched.nothing_new:
+            notes.append(f"{dispatching.dispatched.nothing_new} due subscriber(s) had no new edition yet")
     if isinstance(transport, OutboxTransport):
         notes.append(f"DIGEST_SMTP_URL is not set: messages were written to {settings.outbox_dir}/ as .eml files")
     return SendRun(report, edition, transport.description, notes)

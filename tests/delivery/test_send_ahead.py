@@ -44,7 +44,9 @@ def store(committed_db, settings, server):
         session.commit()
     configured = settings.model_copy(update={"smtp_url": server.url, "batch_size": 2, "smtp_retry_delay": 0.01})
     factory = session_factory(committed_db)
-    assert _Builder.start(factory, configured) is not None  # the path under test
+    builder = _Builder.start(factory, configured)
+    assert builder is not None  # the path under test
+    builder.close()
     return factory, configured
 
 
