@@ -1097,7 +1097,7 @@ class _Batches:
             return None
         if chunk is self._END:
             self._ended = True
-            self.finish()
+            self.finish(raise_error=False)  # sending what was committed comes first; finish() raises
             return None
         self.ids += len(chunk)
         return chunk
@@ -1142,7 +1142,7 @@ def send_ids(
             batch = send_batch(factory, settings, chunk, transport=transport, on_progress=on_progress, sleep=sleep)
             report.add(batch)
             if batch.errors:  # the server is gone: the rest waits for the next run
-                batches.finish()
+                batches.finish(raise_error=False)
                 break
         return report
     with builder:
@@ -1182,7 +1182,7 @@ def _send_ids_built_ahead(factory, settings, first, batches, transport, on_progr
                 for waiting in ahead:
                     _release(factory, waiting[0], "; ".join(batch.errors))
                 ahead.clear()
-                batches.finish()
+                batches.finish(raise_error=False)
                 break
             fill(ahead)
     except BaseException:

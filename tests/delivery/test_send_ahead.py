@@ -15,7 +15,7 @@ from digest.db import session_factory
 from digest.delivery import _Builder, send_now
 from digest.mailer import SmtpTransport
 from digest.models import Delivery, DeliveryStatus, Subscriber
-from tests.delivery.helpers import EDITION, add_sample_papers, due_subscriber
+from tests.delivery.helpers import EDITION, NOW, add_sample_papers, due_subscriber
 from tests.smtp_server import SmtpTestServer
 
 pytestmark = [
@@ -93,3 +93,41 @@ def test_a_run_whose_server_goes_away_leaves_the_batch_claimed_ahead_pending(com
     assert sorted(statuses.values()).count(DeliveryStatus.sent) == 3
     assert len(statuses) == len(EMAILS)
     assert sum(server.handler.recipients().values()) == 3
+
+
+def test_a_due_run_sends_while_dispatch_is_still_creating_rows(committed_db, store, server, monkeypatch):
+    from digest import delivery
+
+    factory, configured = store
+    real_dispatch = delivery.dispatch
+    monkeypatch.setattr(delivery, "dispatch", lambda *a, **k: real_dispatch(*a, **{**k, "page_size": 3}))
+    run = send_now(factory, configured, now=NOW)
+    assert run.report.sent == len(EMAILS) and run.edition == EDITION
+    assert server.handler.recipients() == {email: 1 for email in EMAILS}
+    assert send_now(factory, configured, now=NOW).report.sent == 0  # nobody twice
+
+
+def test_a_dispatch_failing_midway_sends_what_it_committed_then_says_so(committed_db, store, server, monkeypatch):
+    from digest import delivery
+
+    factory, configured = store
+    real_dispatch, real_advance = delivery.dispatch, delivery._advance
+    pages = []
+
+    def advance_then_lose_the_database(session, changes):
+        pages.append(changes)
+        if len(pages) == 2:
+            raise RuntimeError("the database went away")
+        real_advance(session, changes)
+
+    monkeypatch.setattr(delivery, "dispatch", lambda *a, **k: real_dispatch(*a, **{**k, "page_size": 3}))
+    monkeypatch.setattr(delivery, "_advance", advance_then_lose_the_database)
+    with pytest.raises(RuntimeError, match="the database went away"):
+        send_now(factory, configured, now=NOW)
+    # The first page was committed: its three subscribers have their digest; the second page
+    # rolled back whole (no rows, next_due_at untouched), so nothing is stuck or half-done.
+    assert server.handler.recipients() == {email: 1 for email in EMAILS[:3]}
+    assert set(rows(committed_db).values()) == {DeliveryStatus.sent}
+    monkeypatch.setattr(delivery, "_advance", real_advance)
+    assert send_now(factory, configured, now=NOW).report.sent == len(EMAILS) - 3  # the next run catches up
+    assert server.handler.recipients() == {email: 1 for email in EMAILS}
