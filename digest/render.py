@@ -369,10 +369,11 @@ class EditionRenderer:
         # Subscribers who share the topics that matched a paper get the same card: keep it, with
         # only the rank left to fill. Bounded: cleared when full, it only saves work.
         self._cards_cache: dict[tuple, tuple[Fragment, Fragment]] = {}
-        # A card's text with its rank, quoted-printable: the same card at the same rank recurs
-        # across subscribers. Encoding piecewise equals encoding the whole only when the cards
-        # start and end on line boundaries, which the text template is checked for here.
-        self._encoded_cards: dict[str, str] = {}
+        # A card's text, quoted-printable but for its first line (the only one with the rank): the
+        # same card recurs across subscribers at any rank. Encoding piecewise equals encoding the
+        # whole only when cards start and end on line boundaries and the rank sits on the first
+        # line, which the text template is checked for here.
+        self._encoded_rests: dict[Fragment, str] = {}
         self._encode_piecewise = self._cards_on_whole_lines(self._digest_text)
 
     # Cards are the same for every subscriber but for rank, highlights and matched topics.
@@ -473,24 +474,28 @@ class EditionRenderer:
         if card is None or main.names.count("card") != 1:
             return False
         before = main.literals[main.names.index("card")]
-        return (before == "" or before.endswith("\n")) and card.literals[-1].endswith("\n")
+        rank_on_first_line = card.names[:1] == ("rank",) and "rank" not in card.names[1:] and "\n" not in card.literals[0]
+        return (before == "" or before.endswith("\n")) and card.literals[-1].endswith("\n") and rank_on_first_line
 
-    def _encoded_card(self, text_card: str) -> str:
-        encoded = self._encoded_cards.get(text_card)
-        if encoded is None:
-            if len(self._encoded_cards) >= CARD_CACHE_SIZE:
-                self._encoded_cards.clear()
-            encoded = self._encoded_cards[text_card] = quoted_printable(text_card)
-        return encoded
+    def _encoded_card(self, card: Fragment, text: str) -> str:
+        first, _, rest = text.partition("\n")
+        encoded_rest = self._encoded_rests.get(card)
+        if encoded_rest is None:
+            if len(self._encoded_rests) >= CARD_CACHE_SIZE:
+                self._encoded_rests.clear()
+            encoded_rest = self._encoded_rests[card] = quoted_printable(rest) if rest else ""
+        return quoted_printable(first + "\n") + encoded_rest
 
-    def _cards(self, matches: Sequence[Match]) -> tuple[list[str], list[str]]:
-        html_cards, text_cards = [], []
+    def _cards(self, matches: Sequence[Match]) -> tuple[list[str], list[str], list[Fragment]]:
+        """Per card: the HTML and the text with its rank, and the text's fragment (for encoding)."""
+        html_cards, text_cards, text_fragments = [], [], []
         for rank, match in enumerate(matches, 1):
             html_card, text_card = self._card(match)
             number = str(rank)
             html_cards.append(html_card.fill({"rank": number}))
             text_cards.append(text_card.fill({"rank": number}))
-        return html_cards, text_cards
+            text_fragments.append(text_card)
+        return html_cards, text_cards, text_fragments
 
     def render_digest(
         self,
@@ -515,7 +520,7 @@ class EditionRenderer:
             "view_url": _required_url("view_url", links.view_url),
         }
         more_url = _required_url("more_url", links.more_url) if links.more_url else None
-        html_cards, text_cards = self._cards(shown)
+        html_cards, text_cards, text_fragments = self._cards(shown)
         hit_topics = matched_topics(topics, shown)
         subject = self._digest_subject.fill(
             {
@@ -531,7 +536,7 @@ class EditionRenderer:
                 break
             if len(html_cards) == 1:
                 raise ValueError("one paper card alone is larger than the HTML size cap")
-            html_cards.pop(), text_cards.pop(), shown.pop()
+            html_cards.pop(), text_cards.pop(), text_fragments.pop(), shown.pop()
         text = self._digest_text.main.fill(
             {
                 "headline": headline,
@@ -553,7 +558,7 @@ class EditionRenderer:
         if not slot or _CARDS_SLOT in tail:
             raise ValueError("the digest's text lost its cards")  # a value slipped a NUL past one_line
         encoded = [quoted_printable(head)] if head else []
-        encoded.extend(map(self._encoded_card, text_cards))
+        encoded.extend(map(self._encoded_card, text_fragments, text_cards))
         if tail:
             encoded.append(quoted_printable(tail))
         return RenderedEmail(subject=subject, html=html, text=head + "".join(text_cards) + tail,
