@@ -7,7 +7,8 @@ with the machine's limit: the same number of already-built messages over one smt
 It creates a PostgreSQL database of its own (dropped at the end), N subscribers with 1-4 topics
 from a realistic vocabulary, one closed edition of 1,000 papers (the bundled sample's texts,
 recombined), starts `smtp-sink -u nobody 127.0.0.1:PORT 1000`, and prints the rates, their ratio
-and the peak memory of each run. Target: the pipeline at >= 70 % of the limit, under 1 GB.
+and the peak memory of each run. Target: the pipeline at >= 70 % of the limit, under 1 GB. The
+limit is measured before and again after the pipelines; ratios are against the higher one.
 It also prints a stricter yardstick: the prebuilt messages through digest's own transport, which
 pipelines MAIL/RCPT/DATA when the server offers it (smtp-sink does), as `digest send` does.
 Not a test: nothing here asserts on time.
@@ -119,9 +120,10 @@ def populate(database_url: str, subscribers: int, papers: int) -> None:
     if engine.dialect.name == "postgresql":
         # As a running service's tables are: autovacuum would analyze them within a minute of a
         # bulk load, but the benchmark starts at once, and stale statistics (an empty table)
-        # make PostgreSQL scan every topic row for each batch.
+        # make PostgreSQL scan every topic row for each batch. Deliveries stay as on a fresh
+        # install: empty (dispatch takes care of its statistics).
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            connection.exec_driver_sql("ANALYZE")
+            connection.exec_driver_sql("ANALYZE papers, subscribers, topics")
     engine.dispose()
 
 
@@ -314,13 +316,20 @@ def main() -> None:
         rate, sent, peak, cpu = pipeline_one_process(env)
         print(f"digest send: {rate:,.0f} messages/s, {sent} sent, peak memory {peak:,.0f} MB (with its builders), "
               f"{cpu:.2f} CPU ms/message, load average {load:.1f}->{os.getloadavg()[0]:.1f}")
-        print(f"ratio: {rate / limit:.0%} of the limit (wall clock), {rate / strict:.0%} of the stricter one; "
-              f"{limit_cpu / cpu:.0%} by CPU per message (independent of other load on the machine)")
+        rate2 = None
         if not args.skip_celery:
             reset_deliveries(database_url)
             rate2, sent2, peak2 = pipeline_celery(env, args.subscribers)
-            print(f"2 Celery workers: {rate2:,.0f} messages/s, {sent2} sent, peak memory {peak2:,.0f} MB (both), "
-                  f"ratio {rate2 / limit:.0%} of the one-connection limit")
+            print(f"2 Celery workers: {rate2:,.0f} messages/s, {sent2} sent, peak memory {peak2:,.0f} MB (both)")
+        # The machine's speed drifts (other tenants): the limit is measured again after the
+        # pipelines, and each ratio is taken against the higher of the two, never the lower.
+        after, after_cpu = baseline(port, messages, args.subscribers)
+        print(f"limit, measured again after the pipelines: {after:,.0f} messages/s ({after_cpu:.2f} CPU ms/message)")
+        limit = max(limit, after)
+        print(f"ratio, digest send: {rate / limit:.0%} of the limit (wall clock, against the higher limit), "
+              f"{rate / strict:.0%} of the stricter one; {limit_cpu / cpu:.0%} by CPU per message")
+        if rate2 is not None:
+            print(f"ratio, 2 Celery workers: {rate2 / limit:.0%} of the one-connection limit (against the higher limit)")
     finally:
         sink.terminate()
         sink.wait(10)

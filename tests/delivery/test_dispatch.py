@@ -158,3 +158,31 @@ def test_active_subscribers_without_a_due_time_get_their_next_hour_not_a_digest(
     assert report.scheduled == 1 and report.created == 0
     # 07:00 in Tokyo after 08:00 UTC on the 27th is 22:00 UTC that day.
     assert session.get(Subscriber, unscheduled.id).next_due_at == datetime(2026, 11, 27, 22, tzinfo=UTC)
+
+
+@pytest.mark.postgres_only
+def test_the_first_dispatch_after_install_leaves_no_statistics_of_an_empty_table(committed_db, settings):
+    """PostgreSQL plans a batch's claim, load and outcomes from the table's statistics; taken
+    while the table was empty they make it scan the whole edition's rows for each batch."""
+    from sqlalchemy import text
+    from sqlalchemy.orm import Session
+
+    from digest.db import session_factory
+
+    with Session(committed_db) as session:
+        make_paper(session, edition=EDITION)
+        for n in range(30):
+            due_subscriber(session, email=f"s{n}@example.org")
+        session.commit()
+    with committed_db.connect() as connection:
+        connection.execute(text("ANALYZE deliveries"))  # as autovacuum left it on a new install: empty
+        connection.commit()
+
+    def known_rows() -> float:
+        with committed_db.connect() as connection:
+            return connection.scalar(text("SELECT reltuples FROM pg_class WHERE oid = 'deliveries'::regclass"))
+
+    assert known_rows() == 0
+    report = dispatch(session_factory(committed_db), settings, Queue(), now=NOW)
+    assert report.created == 30
+    assert known_rows() == 30
