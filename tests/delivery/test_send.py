@@ -35,7 +35,11 @@ def dispatched(session_factory, settings, now=NOW) -> list[int]:
 
 def deliveries(session) -> dict[str, Delivery]:
     session.expire_all()
-    rows = session.execute(select(Subscriber.email, Delivery).join(Delivery, Delivery.subscriber_id == Subscriber.id))
+    rows = session.execute(
+        select(Subscriber.email, Delivery)
+        .join(Delivery, Delivery.subscriber_id == Subscriber.id)
+        .order_by(Delivery.edition, Delivery.id)  # each subscriber's newest row is the one kept
+    )
     found = {email: delivery for email, delivery in rows}
     session.commit()  # end the read: the code under test opens its own transactions on this session
     return found
