@@ -1081,7 +1081,6 @@ class _Batches:
         self._ended = False
         self.error: BaseException | None = None
         self.dispatched: DispatchReport | None = None
-        self.ids = 0  # handed over so far
 
     @classmethod
     def of(cls, settings: Settings, ids: Sequence[int]) -> _Batches:
@@ -1119,7 +1118,6 @@ class _Batches:
             self._ended = True
             self.finish(raise_error=False)  # sending what was committed comes first; finish() raises
             return None
-        self.ids += len(chunk)
         return chunk
 
     @property
@@ -1383,16 +1381,16 @@ def _send_run(factory, settings, edition, email, now, notes, progress_factory, t
     report = SendReport()
     try:
         with progress_factory(total) if progress_factory else nullcontext() as bar:
-            advance = None
-            if bar is not None:
-                exact = [dispatching is None]
+            exact = [dispatching is None]
 
-                def advance(**counts):
-                    if not exact[0] and dispatching.dispatched is not None:  # dispatch is done
-                        bar.set_total(dispatching.dispatched.enqueued)
-                        exact[0] = True
-                    bar.advance(**counts)
-            report = send_ids(factory, settings, batches, transport, on_progress=advance, builder=builder)
+            def advance(**counts):
+                if not exact[0] and dispatching.dispatched is not None:  # dispatch is done
+                    bar.set_total(dispatching.dispatched.enqueued)
+                    exact[0] = True
+                bar.advance(**counts)
+
+            report = send_ids(factory, settings, batches, transport, on_progress=advance if bar is not None else None,
+                              builder=builder)
     except BaseException:
         if dispatching is not None:
             dispatching.finish(raise_error=False)  # the error that stopped sending goes up, not this one
