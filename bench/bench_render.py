@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from digest.config import load_settings  # noqa: E402
 from digest.matching import EditionIndex, match_subscribers  # noqa: E402
-from digest import transfer_encoding  # noqa: E402
-from digest.message import make_message_id, message_bytes  # noqa: E402
+from digest.mail import transfer_encoding  # noqa: E402
+from digest.mail import make_message_id, message_bytes  # noqa: E402
 from digest.models import Paper  # noqa: E402
-from digest.render import DigestLinks, EditionRenderer  # noqa: E402
+from digest.mail import DigestLinks, EditionRenderer  # noqa: E402
 from tests.factories import sample_records  # noqa: E402
 
 EDITION = date(2026, 11, 26)

@@ -188,7 +188,7 @@ def baseline_transport(port: int, messages: list[bytes], total: int) -> tuple[fl
     """The same prebuilt messages through digest's own SMTP transport (PIPELINING when the server
     offers it, as smtp-sink does): the stricter yardstick, since `digest send` uses it."""
     from digest.config import parse_smtp_url
-    from digest.mailer import SmtpTransport
+    from digest.mail import SmtpTransport
 
     transport = SmtpTransport(parse_smtp_url(f"smtp://127.0.0.1:{port}?starttls=off"))
     start, cpu = time.perf_counter(), time.process_time()

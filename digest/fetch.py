@@ -32,6 +32,13 @@ class FetchReport:
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    def add(self, other: FetchReport) -> None:
+        """Fold in the report of another fetch (one source at a time, as `digest fetch` goes)."""
+        self.counts.add(other.counts)
+        self.per_source.update(other.per_source)
+        self.errors.extend(other.errors)
+        self.notes.extend(other.notes)
+
     @property
     def ok(self) -> bool:
         return not self.errors

@@ -17,6 +17,9 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
 log = logging.getLogger("digest.progress")
 
 
@@ -61,15 +64,6 @@ class _Progress:
 class _RichProgress(_Progress):
     def __init__(self, label: str, total: int | None, every: float) -> None:
         super().__init__(label, total, every)
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
         self._bar = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),

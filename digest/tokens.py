@@ -8,6 +8,7 @@ before. Confirmation links also expire (CONFIRM_MAX_AGE); the others live as lon
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
 
@@ -76,10 +77,18 @@ def make_token(subscriber: Subscriber, purpose: str, settings: Settings) -> str:
     return _serializer(purpose, settings).dumps([subscriber.id, subscriber.token_version or 1, purpose])
 
 
-def read_token(
-    session: Session, token: str, purpose: str, settings: Settings, max_age: timedelta | int | None = None
-) -> Subscriber:
-    """The subscriber this token was made for, or InvalidToken / ExpiredToken."""
+@dataclass(frozen=True)
+class TokenClaims:
+    """What a genuine token says: which subscriber, which version of their links, what for."""
+
+    subscriber_id: int
+    version: int
+    purpose: str
+
+
+def verify_token(token: str, purpose: str, settings: Settings, max_age: timedelta | int | None = None) -> TokenClaims:
+    """The claims of a token signed by us for this purpose, or InvalidToken / ExpiredToken.
+    Needs no database: the subscriber behind it is checked by `subscriber_for`."""
     if max_age is None:
         max_age = DEFAULT_MAX_AGE.get(purpose)
     seconds = int(max_age.total_seconds()) if isinstance(max_age, timedelta) else max_age
@@ -92,10 +101,24 @@ def read_token(
     if not (isinstance(payload, list) and len(payload) == 3 and payload[2] == purpose):
         raise InvalidToken("this link is not valid")
     subscriber_id, version, _ = payload
-    subscriber = session.get(Subscriber, subscriber_id) if isinstance(subscriber_id, int) else None
-    if subscriber is None or subscriber.token_version != version:
+    if not isinstance(subscriber_id, int):
+        raise InvalidToken("this link is no longer valid")
+    return TokenClaims(subscriber_id, version, purpose)
+
+
+def subscriber_for(session: Session, claims: TokenClaims) -> Subscriber:
+    """The subscriber the claims were made for, while that version of their links lives."""
+    subscriber = session.get(Subscriber, claims.subscriber_id)
+    if subscriber is None or subscriber.token_version != claims.version:
         raise InvalidToken("this link is no longer valid")
     return subscriber
+
+
+def read_token(
+    session: Session, token: str, purpose: str, settings: Settings, max_age: timedelta | int | None = None
+) -> Subscriber:
+    """The subscriber this token was made for, or InvalidToken / ExpiredToken."""
+    return subscriber_for(session, verify_token(token, purpose, settings, max_age))
 
 
 def rotate_tokens(subscriber: Subscriber) -> None:

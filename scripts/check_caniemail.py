@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from digest.config import SAMPLE_PAPERS, load_settings  # noqa: E402
 from digest.matching import EditionIndex, rank  # noqa: E402
 from digest.models import Paper  # noqa: E402
-from digest.render import DigestLinks, EditionRenderer, render_email  # noqa: E402
+from digest.mail import DigestLinks, EditionRenderer, render_email  # noqa: E402
 
 BUILD = ROOT / "build" / "caniemail"
 EDITION = date(2026, 11, 26)

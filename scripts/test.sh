@@ -37,6 +37,8 @@ fi
 .venv/bin/pip install -q -e ".[test]"
 
 mkdir -p artifacts
+echo "== the layering of docs/architecture.md (import-linter) =="
+.venv/bin/lint-imports
 echo "== tests on PostgreSQL, with real Redis, Celery workers, SMTP servers and Chromium =="
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 echo "== store-level tests on SQLite =="

@@ -11,7 +11,7 @@ from hypothesis import given, strategies as st
 from sqlalchemy import select
 
 from digest import subscriptions as subs
-from digest.mailer import OutboxTransport, TransientFailure
+from digest.mail import OutboxTransport, TransientFailure
 from digest.models import Subscriber, SubscriberStatus, Suppression
 from tests.factories import make_subscriber
 
@@ -147,14 +147,6 @@ def test_import_keeps_good_rows_and_reports_bad_ones_by_line(session, settings, 
     emails = session.scalars(select(Subscriber.email).order_by(Subscriber.email)).all()
     assert emails == ["ana@example.org", "fay@example.org"]
     assert len(outbox.written) == 2  # double opt-in for imported addresses too
-
-
-def test_stats_count_by_status(session, settings):
-    make_subscriber(session, "a@example.org", ["agents"], status=SubscriberStatus.active)
-    make_subscriber(session, "b@example.org", ["agents", "robots"], status=SubscriberStatus.pending)
-    figures = subs.stats(session)
-    assert figures["subscribers"] == {"pending": 1, "active": 1, "unsubscribed": 0}
-    assert figures["top_topics"][0] == {"topic": "agents", "subscribers": 2}
 
 
 def test_a_deferred_confirmation_is_sent_after_commit_and_only_while_pending(session, settings, outbox):

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 
+from digest.bounces import process_mailbox
 from digest.config import get_settings
 from digest.db import ensure_schema, get_engine, session_factory
+from digest.delivery import dispatch as dispatch_due
+from digest.delivery import send_batch as send
 from digest.errors import SourceError
 from digest.fetch import fetch_papers
 from workers.app import app
@@ -44,8 +47,6 @@ def dispatch() -> dict:
     """Beat, every 5 minutes: create the due deliveries and enqueue send_batch tasks for them.
     A broker that refuses the enqueue makes this task fail loudly; the rows stay pending and
     the next run enqueues them."""
-    from digest.delivery import dispatch as dispatch_due
-
     settings, factory = _sessions()
     report = dispatch_due(factory, settings, lambda ids: send_batch.apply_async(args=[ids], retry=False))
     return {"edition": str(report.edition), "due": report.due, "created": report.created,
@@ -56,8 +57,6 @@ def dispatch() -> dict:
 def send_batch(delivery_ids: list[int]) -> dict:
     """Build and send about 100 digests over one SMTP connection. Safe to run twice: rows are
     claimed with a conditional UPDATE, so a redelivered task sends only what is still pending."""
-    from digest.delivery import send_batch as send
-
     settings, factory = _sessions()
     report = send(factory, settings, [int(i) for i in delivery_ids])
     log.info("send_batch: %s", report.summary())
@@ -71,8 +70,6 @@ def send_batch(delivery_ids: list[int]) -> dict:
 @app.task(name="digest.process_bounces")
 def process_bounces() -> dict:
     """Read delivery status notifications from DIGEST_BOUNCE_IMAP_URL and suppress failed addresses."""
-    from digest.bounces import process_mailbox
-
     settings, factory = _sessions()
     if not settings.bounce_imap_url:
         return {"skipped": "DIGEST_BOUNCE_IMAP_URL is not set"}

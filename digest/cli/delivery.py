@@ -1,4 +1,4 @@
-"""digest send, digest run (fetch then send)."""
+"""digest send, and digest run: the main job, fetch then send."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import click
 
 from digest.cli import main
 from digest.cli.common import sessions
+from digest.cli.store import run_fetch_step
 from digest.delivery import SendRun, send_now
+from digest.demo import DEMO_EMAIL, DEMO_TOPICS, ensure_demo_subscriber, write_html_beside
 from digest.progress import progress
 
 
-def print_send_run(run: SendRun) -> None:
-    for note in run.notes:
+def print_send_run(run: SendRun, fine_print: bool = True) -> None:
+    for note in run.notes + (run.fine_print if fine_print else []):
         click.echo(f"note: {note}")
     r = run.report
     click.echo(
@@ -32,9 +34,7 @@ def _send(edition, email, demo: bool = False) -> SendRun:
         factory, settings, edition=edition, email=email,
         progress_factory=lambda total: progress("sending", total=total),
     )
-    if demo:  # a newcomer needs the paths, not the fine print about open editions
-        run.notes = [n for n in run.notes if "still open" not in n]
-    print_send_run(run)
+    print_send_run(run, fine_print=not demo)  # a newcomer needs the paths, not the fine print
     return run
 
 
@@ -51,9 +51,6 @@ def send(edition, email) -> None:
 @main.command()
 def run() -> None:
     """The main job: fetch new papers, then send the digests that are due."""
-    from digest.cli.store import run_fetch_step
-    from digest.demo import DEMO_EMAIL, DEMO_TOPICS, ensure_demo_subscriber, write_html_beside
-
     report = run_fetch_step()
     settings, factory = sessions()
     if ensure_demo_subscriber(factory):

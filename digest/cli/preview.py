@@ -9,7 +9,7 @@ import click
 
 from digest.cli import main
 from digest.cli.common import sessions
-from digest.render import preview_digest
+from digest.delivery import preview_digest
 
 
 @main.command()

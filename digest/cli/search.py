@@ -8,7 +8,7 @@ import click
 
 from digest.cli import main
 from digest.cli.common import sessions
-from digest.matching import search as search_papers
+from digest.read import search as search_papers
 from digest.matching.results import Match
 
 

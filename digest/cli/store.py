@@ -1,4 +1,4 @@
-"""digest fetch, digest run, digest db upgrade."""
+"""digest fetch and digest db upgrade; the fetch step of `digest run`."""
 
 from __future__ import annotations
 
@@ -35,10 +35,7 @@ def fetch(day) -> None:
     with progress("fetching", total=len(specs), every=5.0) as bar:
         for spec in specs:  # one source at a time, so the bar moves and counts as each lands
             part = fetch_papers(factory, settings, day.date() if day else None, specs=(spec,))
-            report.counts.add(part.counts)
-            report.per_source.update(part.per_source)
-            report.errors.extend(part.errors)
-            report.notes.extend(part.notes)
+            report.add(part)
             bar.advance(new=part.counts.new, updated=part.counts.updated, failed=len(part.errors))
     print_fetch_report(report)
     if not report.ok:

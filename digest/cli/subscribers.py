@@ -8,7 +8,8 @@ import click
 
 from digest.cli import main
 from digest.cli.common import sessions, settings_and_engine
-from digest.subscriptions import import_csv, stats as subscriber_stats, subscribe_request
+from digest.read import stats as subscriber_stats
+from digest.subscriptions import import_csv, subscribe_request
 
 
 @main.command("subscribe")
@@ -69,6 +70,7 @@ def stats_command(as_json: bool) -> None:
 @click.option("--port", type=int, help="Port (default: PORT, else 8000).")
 def web_command(host: str, port: int | None) -> None:
     """Serve the subscribe, confirm, settings and unsubscribe pages."""
+    # Imported here, not at the top: every other command would pay for loading the web server.
     import uvicorn
 
     from digest.web import create_app

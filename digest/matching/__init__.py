@@ -9,7 +9,6 @@ from digest.matching.index import EditionIndex
 from digest.matching.query import Query, QueryError, parse_query, validate_topics
 from digest.matching.rank import match_subscribers, rank
 from digest.matching.results import Match
-from digest.matching.search import search
 
 __all__ = [
     "EditionIndex",
@@ -19,6 +18,5 @@ __all__ = [
     "match_subscribers",
     "parse_query",
     "rank",
-    "search",
     "validate_topics",
 ]

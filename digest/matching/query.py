@@ -150,62 +150,52 @@ def _lex(text: str) -> list[_Token]:
         if ch.isspace():
             i += 1
             at_term_start = True
-            continue
-        if ch == "(":
-            tokens.append(_Token("(", i))
+        elif ch in "()":
+            tokens.append(_Token(ch, i))
             i += 1
-            at_term_start = True
-            continue
-        if ch == ")":
-            tokens.append(_Token(")", i))
-            i += 1
-            at_term_start = False
-            continue
-        if ch == '"':
+            at_term_start = ch == "("
+        elif ch == '"':
             end = text.find('"', i + 1)
             if end < 0:
                 raise QueryError("unclosed quote", i)
             tokens.append(_Token("PHRASE", i, text[i + 1 : end]))
             i = end + 1
             at_term_start = False
-            continue
-        if ch == "-" and at_term_start:
+        elif ch == "-" and at_term_start:
             if i + 1 >= n or text[i + 1].isspace() or text[i + 1] == ")":
                 raise QueryError("'-' must be followed directly by a word, phrase or group", i)
             tokens.append(_Token("NOT", i))
             i += 1
-            continue
-        start = i
-        while i < n and not text[i].isspace() and text[i] not in '()"':
-            i += 1
-        run = text[start:i]
-        field = _FIELD_PREFIX.match(run)
-        followed = field is not None and (len(run) > field.end() or (i < n and text[i] in '("'))
-        if field and field.group(1).lower() in FIELD_NAMES:
-            name = field.group(1).lower()
-            if not followed:
-                raise QueryError(f"'{name}:' must be followed directly by a word, phrase or group", start)
-            tokens.append(_Token("FIELD", start, name))
-            start += field.end()
-            run = run[field.end() :]
-            if not run:
-                at_term_start = True
-                continue
-            if run.startswith("-"):
-                raise QueryError(f"put the '-' before the field: -{name}:word", start)
-        elif followed:
-            raise QueryError(
-                f"unknown field '{field.group(1)}:' (fields are title:, abstract:, author:, category:)", start
-            )
-        if run == "OR":
-            tokens.append(_Token("OR", start))
-        elif run == "AND":
-            tokens.append(_Token("AND", start))
         else:
-            tokens.append(_Token("WORD", start, run))
-        at_term_start = False
+            i, at_term_start = _lex_run(text, i, tokens)
     tokens.append(_Token("END", n))
     return tokens
+
+
+def _lex_run(text: str, start: int, tokens: list[_Token]) -> tuple[int, bool]:
+    """A run of characters up to a space, a bracket or a quote: a word, OR, AND, or a field
+    prefix with what follows it. Returns where the run ended and whether a term starts there."""
+    i, n = start, len(text)
+    while i < n and not text[i].isspace() and text[i] not in '()"':
+        i += 1
+    run = text[start:i]
+    field = _FIELD_PREFIX.match(run)
+    followed = field is not None and (len(run) > field.end() or (i < n and text[i] in '("'))
+    if field and field.group(1).lower() in FIELD_NAMES:
+        name = field.group(1).lower()
+        if not followed:
+            raise QueryError(f"'{name}:' must be followed directly by a word, phrase or group", start)
+        tokens.append(_Token("FIELD", start, name))
+        start += field.end()
+        run = run[field.end() :]
+        if not run:
+            return i, True
+        if run.startswith("-"):
+            raise QueryError(f"put the '-' before the field: -{name}:word", start)
+    elif followed:
+        raise QueryError(f"unknown field '{field.group(1)}:' (fields are title:, abstract:, author:, category:)", start)
+    tokens.append(_Token(run if run in ("OR", "AND") else "WORD", start, "" if run in ("OR", "AND") else run))
+    return i, False
 
 
 # ---------------------------------------------------------------- parser

@@ -8,16 +8,15 @@ from __future__ import annotations
 import httpx
 
 from digest.config import Settings, SourceSpec
+from digest.sources.arxiv import ArxivSource
 from digest.sources.base import FetchResult, PaperRecord, Source
+from digest.sources.file import FileSource
+from digest.sources.hf import HuggingFaceSource
 
 __all__ = ["FetchResult", "PaperRecord", "Source", "make_source"]
 
 
 def make_source(spec: SourceSpec, settings: Settings, client: httpx.Client) -> Source:
-    from digest.sources.arxiv import ArxivSource
-    from digest.sources.file import FileSource
-    from digest.sources.hf import HuggingFaceSource
-
     retry = {"attempts": settings.http_attempts, "backoff": settings.http_backoff}
     if spec.kind == "hf":
         return HuggingFaceSource(client, settings.hf_api_url, **retry)

@@ -7,15 +7,18 @@ import re
 from collections.abc import Callable
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from digest.config import REPO_ROOT, Settings
-from digest.db import ensure_schema, make_engine, session_factory, session_scope
+from digest.db import ensure_schema, make_engine, session_factory
+from digest.tokens import ExpiredToken
+from digest.web import routes
 from digest.web.csrf import COOKIE, CsrfProtect
+from digest.web.deps import LinkRefused
 from digest.web.ratelimit import RateLimiter
 
 TEMPLATES = REPO_ROOT / "templates" / "web"
@@ -53,6 +56,11 @@ def install_log_redaction() -> None:
     if not any(isinstance(f, RedactTokens) for f in access.filters):
         access.addFilter(RedactTokens())
 
+
+BAD_LINK = (
+    "It may have been changed, cut short by your mail program, or replaced by a newer one. "
+    "Use the link in your most recent email."
+)
 
 # How form fields are named in error messages: the words on the page, not the column names.
 FIELD_LABELS = {
@@ -104,8 +112,6 @@ def create_app(
     transport=None,
 ) -> FastAPI:
     """`sessions` returns a new Session (tests pass theirs); `transport` overrides open_transport."""
-    from digest.web import routes
-
     if sessions is None:
         engine = make_engine(settings.database_url)
         ensure_schema(engine)
@@ -133,10 +139,17 @@ def create_app(
             request, exc.status_code, titles.get(exc.status_code, "Something is wrong"), str(exc.detail or "")
         )
 
+    @app.exception_handler(LinkRefused)
+    async def link_refused(request: Request, exc: LinkRefused):
+        if exc.as_json:
+            return JSONResponse({"error": "invalid link"}, status_code=400)
+        if isinstance(exc.cause, ExpiredToken):
+            return app.state.pages.error(
+                request, 410, "This link has expired", "Confirmation links work for 7 days. Subscribe again to get a new one."
+            )
+        return app.state.pages.error(request, 400, "This link is not valid", BAD_LINK)
+
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     app.include_router(routes.router)
     return app
 
-
-def unit_of_work(request: Request):
-    return session_scope(request.app.state.sessions)

@@ -13,6 +13,8 @@ import logging
 import threading
 import time
 
+import redis
+
 log = logging.getLogger(__name__)
 
 
@@ -57,8 +59,6 @@ class RateLimiter:
         self.redis: RedisCounter | None = None
         if redis_url and redis_url.startswith(("redis://", "rediss://")):
             try:
-                import redis
-
                 client = redis.Redis.from_url(redis_url, socket_connect_timeout=0.5, socket_timeout=0.5)
                 client.ping()
                 self.redis = RedisCounter(client)

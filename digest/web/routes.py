@@ -1,6 +1,7 @@
-"""Routes: parse the request, call one function of digest.subscriptions, render a page.
+"""Routes: parse the request, call one function of the library, render a page.
 
 No GET changes anything: confirm and unsubscribe links open a page with a button, the POST acts.
+A route with a `{token}` gets it checked by its `link_to(purpose)` dependency (digest/web/deps.py).
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
+from digest import read
 from digest import subscriptions as subs
-from digest.links import settings_url, unsubscribe_url, view_url
-from digest.render import DigestLinks, render_full_edition_html
+from digest.delivery import edition_page as full_edition_page
+from digest.mail import settings_url
 from digest.models import SubscriberStatus
-from digest.tokens import ExpiredToken, InvalidToken, make_token, read_token
-from digest.web.app import unit_of_work
+from digest.tokens import make_token
 from digest.web.csrf import COOKIE, FIELD
+from digest.web.deps import Link, link_to, pages_of, settings_of, unit_of_work
 
 router = APIRouter()
 
@@ -30,51 +32,20 @@ EMAIL_PAGE_POLICY = (
     "frame-ancestors 'none'; base-uri 'none'"
 )
 
-BAD_LINK = (
-    "It may have been changed, cut short by your mail program, or replaced by a newer one. "
-    "Use the link in your most recent email."
-)
-
-
-def _pages(request: Request):
-    return request.app.state.pages
-
-
-def _settings(request: Request):
-    return request.app.state.settings
-
 
 def _form_errors(exc: subs.InvalidInput) -> dict:
     return {"errors": {k: v for k, v in exc.errors.items() if k not in {t for t, _ in exc.topic_errors}},
             "topic_errors": exc.topic_errors}
 
 
-def _token_error(request: Request, exc: InvalidToken):
-    if isinstance(exc, ExpiredToken):
-        return _pages(request).error(request, 410, "This link has expired", "Confirmation links work for 7 days. Subscribe again to get a new one.")
-    return _pages(request).error(request, 400, "This link is not valid", BAD_LINK)
-
-
 def _csrf_ok(request: Request, form) -> bool:
-    return request.app.state.pages.csrf.valid(request.cookies.get(COOKIE), form.get(FIELD))
+    return pages_of(request).csrf.valid(request.cookies.get(COOKIE), form.get(FIELD))
 
 
 def _csrf_error(request: Request):
-    return _pages(request).error(
+    return pages_of(request).error(
         request, 403, "This form has expired", "Reload the page and submit the form again (cookies must be enabled)."
     )
-
-
-def _multiline_field(form) -> str | None:
-    """The first field other than topics that holds a line break (it could forge a mail header)."""
-    for key, value in form.multi_items():
-        if key != "topics" and isinstance(value, str) and ("\r" in value or "\n" in value):
-            return key
-    return None
-
-
-def _line_break_errors(field: str) -> dict:
-    return {"errors": {field: "must be one line of text"}, "topic_errors": []}
 
 
 # ---------------------------------------------------------------- landing and subscribe
@@ -82,8 +53,8 @@ def _line_break_errors(field: str) -> dict:
 
 def _landing(request: Request, values: dict | None = None, errors: dict | None = None, status: int = 200):
     with unit_of_work(request) as session:
-        edition, papers = subs.edition_sample(session)
-        return _pages(request).render(
+        edition, papers = read.edition_sample(session)
+        return pages_of(request).render(
             request,
             "landing.html",
             {"edition": edition, "papers": papers, "values": values or {}, **(errors or {"errors": {}, "topic_errors": []})},
@@ -100,7 +71,7 @@ async def landing(request: Request):
 async def subscribe(request: Request):
     client = request.client.host if request.client else "unknown"
     if not await run_in_threadpool(request.app.state.limiter.allow, client):
-        return _pages(request).error(
+        return pages_of(request).error(
             request, 429, "Too many requests", "This address sent too many subscribe requests. Try again in an hour.",
             headers={"Retry-After": "3600"},
         )
@@ -110,13 +81,11 @@ async def subscribe(request: Request):
     values = {k: str(form.get(k, "")) for k in ("email", "topics", "timezone", "hour")}
 
     def work():
-        broken = _multiline_field(form)
-        if broken:
-            return _landing(request, values, _line_break_errors(broken), 422)
         try:
+            subs.check_single_line_fields(form.multi_items())
             with unit_of_work(request) as session:
                 outcome = subs.subscribe_request(
-                    session, values["email"], values["topics"], _settings(request),
+                    session, values["email"], values["topics"], settings_of(request),
                     timezone=values["timezone"] or None, hour=values["hour"] or None, defer_confirmation=True,
                 )
                 subscriber_id = outcome.subscriber.id
@@ -131,53 +100,46 @@ async def subscribe(request: Request):
 
 def _send_confirmation(request: Request, subscriber_id: int) -> None:
     with unit_of_work(request) as session:
-        subs.send_due_confirmation(session, subscriber_id, _settings(request), transport=request.app.state.transport)
+        subs.send_due_confirmation(session, subscriber_id, settings_of(request), transport=request.app.state.transport)
 
 
 @router.get("/subscribed", response_class=HTMLResponse)
 async def subscribed(request: Request):
-    return _pages(request).render(request, "subscribed.html")
+    return pages_of(request).render(request, "subscribed.html")
 
 
 # ---------------------------------------------------------------- confirm
 
 
 @router.get("/confirm/{token}", response_class=HTMLResponse)
-async def confirm_page(request: Request, token: str):
+async def confirm_page(request: Request, link: Link = link_to("confirm")):
     def work():
-        with unit_of_work(request) as session:
-            try:
-                subscriber = read_token(session, token, "confirm", _settings(request))
-            except InvalidToken as exc:
-                return _token_error(request, exc)
-            return _pages(request).render(
+        with link.open(request) as (session, subscriber):
+            return pages_of(request).render(
                 request, "confirm.html",
-                {"subscriber": subscriber, "topics": [t.query for t in subscriber.topics], "token": token,
-                 "settings_url": settings_url(subscriber, _settings(request))},
+                {"subscriber": subscriber, "topics": [t.query for t in subscriber.topics], "token": link.token,
+                 "settings_url": settings_url(subscriber, settings_of(request))},
             )
 
     return await run_in_threadpool(work)
 
 
 @router.post("/confirm/{token}")
-async def confirm(request: Request, token: str):
+async def confirm(request: Request, link: Link = link_to("confirm")):
     form = await request.form()
     if not _csrf_ok(request, form):
         return _csrf_error(request)
 
     def work():
-        with unit_of_work(request) as session:
+        with link.open(request) as (session, subscriber):
             try:
-                subscriber = read_token(session, token, "confirm", _settings(request))
                 subs.confirm(session, subscriber)
-            except InvalidToken as exc:
-                return _token_error(request, exc)
             except subs.InvalidInput:
-                return _pages(request).error(
+                return pages_of(request).error(
                     request, 409, "This subscription was ended",
                     "You unsubscribed after this link was sent. To receive the digest again, subscribe on the home page.",
                 )
-            target = f"/settings/{make_token(subscriber, 'settings', _settings(request))}?confirmed=1"
+            target = f"/settings/{make_token(subscriber, 'settings', settings_of(request))}?confirmed=1"
         return RedirectResponse(target, status_code=303)
 
     return await run_in_threadpool(work)
@@ -190,10 +152,10 @@ def _settings_page(request, session, subscriber, token, values=None, errors=None
     topics_text = "\n".join(t.query for t in subscriber.topics)
     preview = None
     try:
-        preview = subs.preview_topics(session, values["topics"] if values else topics_text, subscriber.max_papers)
+        preview = read.preview_topics(session, values["topics"] if values else topics_text, subscriber.max_papers)
     except subs.InvalidInput:
         preview = None
-    return _pages(request).render(
+    return pages_of(request).render(
         request, "settings.html",
         {
             "subscriber": subscriber, "token": token, "notice": notice, "preview": preview,
@@ -203,7 +165,7 @@ def _settings_page(request, session, subscriber, token, values=None, errors=None
                 "max_papers": subscriber.max_papers, "notify_empty": subscriber.notify_empty,
             },
             "weekdays": subs.WEEKDAYS, "max_papers_limit": subs.MAX_PAPERS_LIMIT,
-            "unsubscribe_token": make_token(subscriber, "unsubscribe", _settings(request)),
+            "unsubscribe_token": make_token(subscriber, "unsubscribe", settings_of(request)),
             **(errors or {"errors": {}, "topic_errors": []}),
         },
         status=status,
@@ -211,24 +173,20 @@ def _settings_page(request, session, subscriber, token, values=None, errors=None
 
 
 @router.get("/settings/{token}", response_class=HTMLResponse)
-async def settings_page(request: Request, token: str):
+async def settings_page(request: Request, link: Link = link_to("settings")):
     notice = {"confirmed": "Your subscription is confirmed. Your first digest comes at your delivery hour.",
               "saved": "Your settings are saved."}
     key = next((k for k in notice if k in request.query_params), None)
 
     def work():
-        with unit_of_work(request) as session:
-            try:
-                subscriber = read_token(session, token, "settings", _settings(request))
-            except InvalidToken as exc:
-                return _token_error(request, exc)
-            return _settings_page(request, session, subscriber, token, notice=notice.get(key, ""))
+        with link.open(request) as (session, subscriber):
+            return _settings_page(request, session, subscriber, link.token, notice=notice.get(key, ""))
 
     return await run_in_threadpool(work)
 
 
 @router.post("/settings/{token}")
-async def save_settings(request: Request, token: str):
+async def save_settings(request: Request, link: Link = link_to("settings")):
     form = await request.form()
     if not _csrf_ok(request, form):
         return _csrf_error(request)
@@ -236,40 +194,25 @@ async def save_settings(request: Request, token: str):
     values["notify_empty"] = form.get("notify_empty") == "on"
 
     def work():
-        with unit_of_work(request) as session:
+        with link.open(request) as (session, subscriber):
             try:
-                subscriber = read_token(session, token, "settings", _settings(request))
-            except InvalidToken as exc:
-                return _token_error(request, exc)
-            broken = _multiline_field(form)
-            if broken:
-                return _settings_page(request, session, subscriber, token, values, _line_break_errors(broken), 422)
-            try:
+                subs.check_single_line_fields(form.multi_items())
                 subs.update_settings(session, subscriber, subs.SettingsForm(**values))
             except subs.InvalidInput as exc:  # validated before any write: nothing to undo
-                return _settings_page(request, session, subscriber, token, values, _form_errors(exc), 422)
-        return RedirectResponse(f"/settings/{token}?saved=1", status_code=303)
+                return _settings_page(request, session, subscriber, link.token, values, _form_errors(exc), 422)
+        return RedirectResponse(f"/settings/{link.token}?saved=1", status_code=303)
 
     return await run_in_threadpool(work)
 
 
 @router.get("/settings/{token}/preview")
-async def preview(request: Request, token: str, topics: str = "", max_papers: str = ""):
+async def preview(request: Request, topics: str = "", max_papers: str = "", link: Link = link_to("settings", as_json=True)):
     """The live preview: JSON for the settings page's script (GET: it changes nothing)."""
 
     def work():
-        with unit_of_work(request) as session:
+        with link.open(request) as (session, subscriber):
             try:
-                subscriber = read_token(session, token, "settings", _settings(request))
-            except InvalidToken:
-                return JSONResponse({"error": "invalid link"}, status_code=400)
-            try:
-                limit = int(max_papers) if max_papers else subscriber.max_papers
-                limit = min(max(limit, 1), subs.MAX_PAPERS_LIMIT)
-            except ValueError:
-                limit = subscriber.max_papers
-            try:
-                result = subs.preview_topics(session, topics, limit)
+                result = read.preview_topics(session, topics, max_papers or subscriber.max_papers)
             except subs.InvalidInput as exc:
                 return JSONResponse({"errors": [{"topic": t, "message": m} for t, m in exc.topic_errors]
                                      or [{"topic": "", "message": m} for m in exc.errors.values()]}, status_code=422)
@@ -283,13 +226,9 @@ async def preview(request: Request, token: str, topics: str = "", max_papers: st
 
 
 @router.get("/settings/{token}/export")
-async def export(request: Request, token: str):
+async def export(request: Request, link: Link = link_to("settings")):
     def work():
-        with unit_of_work(request) as session:
-            try:
-                subscriber = read_token(session, token, "settings", _settings(request))
-            except InvalidToken as exc:
-                return _token_error(request, exc)
+        with link.open(request) as (session, subscriber):
             data = subs.export(session, subscriber)
         return Response(
             json.dumps(data, indent=2, ensure_ascii=False), media_type="application/json",
@@ -300,22 +239,18 @@ async def export(request: Request, token: str):
 
 
 @router.post("/settings/{token}/delete")
-async def delete(request: Request, token: str):
+async def delete(request: Request, link: Link = link_to("settings")):
     form = await request.form()
     if not _csrf_ok(request, form):
         return _csrf_error(request)
 
     def work():
-        with unit_of_work(request) as session:
-            try:
-                subscriber = read_token(session, token, "settings", _settings(request))
-            except InvalidToken as exc:
-                return _token_error(request, exc)
+        with link.open(request) as (session, subscriber):
             if form.get("confirm_delete") != "yes":
-                return _settings_page(request, session, subscriber, token, None,
+                return _settings_page(request, session, subscriber, link.token, None,
                                       {"errors": {"delete": "tick the box to confirm the deletion"}, "topic_errors": []}, 422)
             subs.delete(session, subscriber)
-        return _pages(request).render(request, "deleted.html")
+        return pages_of(request).render(request, "deleted.html")
 
     return await run_in_threadpool(work)
 
@@ -324,16 +259,12 @@ async def delete(request: Request, token: str):
 
 
 @router.get("/unsubscribe/{token}", response_class=HTMLResponse)
-async def unsubscribe_page(request: Request, token: str):
+async def unsubscribe_page(request: Request, link: Link = link_to("unsubscribe")):
     def work():
-        with unit_of_work(request) as session:
-            try:
-                subscriber = read_token(session, token, "unsubscribe", _settings(request))
-            except InvalidToken as exc:
-                return _token_error(request, exc)
-            return _pages(request).render(
+        with link.open(request) as (session, subscriber):
+            return pages_of(request).render(
                 request, "unsubscribe.html",
-                {"subscriber": subscriber, "topics": [t.query for t in subscriber.topics], "token": token,
+                {"subscriber": subscriber, "topics": [t.query for t in subscriber.topics], "token": link.token,
                  "unsubscribed": subscriber.status == SubscriberStatus.unsubscribed},
             )
 
@@ -341,7 +272,7 @@ async def unsubscribe_page(request: Request, token: str):
 
 
 @router.post("/unsubscribe/{token}")
-async def unsubscribe(request: Request, token: str):
+async def unsubscribe(request: Request, link: Link = link_to("unsubscribe")):
     form = await request.form()
     one_click = form.get("List-Unsubscribe") == "One-Click"
     if not one_click and not _csrf_ok(request, form):
@@ -349,22 +280,18 @@ async def unsubscribe(request: Request, token: str):
     topic = form.get("topic")
 
     def work():
-        with unit_of_work(request) as session:
-            try:
-                subscriber = read_token(session, token, "unsubscribe", _settings(request))
-            except InvalidToken as exc:
-                return _token_error(request, exc)
+        with link.open(request) as (session, subscriber):
             if one_click or not topic:
                 subs.unsubscribe(session, subscriber)
-                return _pages(request).render(request, "unsubscribed.html", {"subscriber": subscriber})
+                return pages_of(request).render(request, "unsubscribed.html", {"subscriber": subscriber})
             try:
                 subs.drop_topic(session, subscriber, str(topic))
             except subs.InvalidInput as exc:
-                return _pages(request).error(request, 422, "That topic could not be dropped", next(iter(exc.errors.values())))
-            return _pages(request).render(
+                return pages_of(request).error(request, 422, "That topic could not be dropped", next(iter(exc.errors.values())))
+            return pages_of(request).render(
                 request, "topic_dropped.html",
                 {"subscriber": subscriber, "topic": topic, "topics": [t.query for t in subscriber.topics],
-                 "settings_url": settings_url(subscriber, _settings(request))},
+                 "settings_url": settings_url(subscriber, settings_of(request))},
             )
 
     return await run_in_threadpool(work)
@@ -374,23 +301,14 @@ async def unsubscribe(request: Request, token: str):
 
 
 @router.get("/digest/{edition}/{token}", response_class=HTMLResponse)
-async def edition_page(request: Request, edition: str, token: str):
+async def edition_page(request: Request, edition: str, link: Link = link_to("view")):
     def work():
         try:
             day = date.fromisoformat(edition)
         except ValueError:
-            return _pages(request).error(request, 404, "No such edition", "The date in this link is not a date.")
-        with unit_of_work(request) as session:
-            try:
-                subscriber = read_token(session, token, "view", _settings(request))
-            except InvalidToken as exc:
-                return _token_error(request, exc)
-            matches = subs.edition_matches(session, subscriber, day)
-            settings = _settings(request)
-            links = DigestLinks(settings_url(subscriber, settings), unsubscribe_url(subscriber, settings),
-                                view_url(subscriber, day, settings), None)
-            html = render_full_edition_html(settings, day, subscriber.email, [t.query for t in subscriber.topics],
-                                            matches, links)
+            return pages_of(request).error(request, 404, "No such edition", "The date in this link is not a date.")
+        with link.open(request) as (session, subscriber):
+            html = full_edition_page(session, settings_of(request), subscriber, day)
         return HTMLResponse(html, headers={"Content-Security-Policy": EMAIL_PAGE_POLICY})
 
     return await run_in_threadpool(work)

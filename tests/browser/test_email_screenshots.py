@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 
 from digest.config import REPO_ROOT
-from digest.message import build_message, make_message_id, to_bytes
-from digest.render import EditionRenderer, render_email
-from tests.render.helpers import EDITION, LINKS, NO_MORE, body, parse, ranked
+from digest.mail import build_message, make_message_id, to_bytes
+from digest.mail import EditionRenderer, render_email
+from tests.mail.helpers import EDITION, LINKS, NO_MORE, body, parse, ranked
 
 pytestmark = [pytest.mark.browser]
 

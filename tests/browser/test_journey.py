@@ -23,8 +23,9 @@ from digest.db import session_factory
 from digest.ingest import store_papers
 from digest.models import Subscriber, SubscriberStatus
 from digest.sources.file import parse_record
-from digest.links import view_url
-from digest.subscriptions import latest_edition, preview_topics
+from digest.mail import view_url
+from digest.editions import latest_edition
+from digest.read import preview_topics
 from digest.web import create_app
 from digest.web.ratelimit import RateLimiter
 from tests.conftest import REDIS_URL

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from digest.config import parse_smtp_url
 from digest.delivery import dispatch, send_batch, send_now
-from digest.mailer import SmtpTransport
+from digest.mail import SmtpTransport
 from digest.models import Delivery, DeliveryStatus, Frequency, Paper, Subscriber, Suppression
 from tests.delivery.helpers import EDITION, NOW, add_sample_papers, due_subscriber
 from tests.smtp_server import RcptRule, SmtpTestServer

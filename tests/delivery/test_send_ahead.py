@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 
 from digest.config import parse_smtp_url
 from digest.db import session_factory
-from digest.delivery import _Builder, send_now
-from digest.mailer import SmtpTransport
+from digest.delivery import send_now
+from digest.delivery.runner import _Builder
+from digest.mail import SmtpTransport
 from digest.models import Delivery, DeliveryStatus, Subscriber
 from tests.delivery.helpers import EDITION, NOW, add_sample_papers, due_subscriber
 from tests.smtp_server import SmtpTestServer
@@ -96,11 +97,11 @@ def test_a_run_whose_server_goes_away_leaves_the_batch_claimed_ahead_pending(com
 
 
 def test_a_due_run_sends_while_dispatch_is_still_creating_rows(committed_db, store, server, monkeypatch):
-    from digest import delivery
+    from digest.delivery import due
 
     factory, configured = store
-    real_dispatch = delivery.dispatch
-    monkeypatch.setattr(delivery, "dispatch", lambda *a, **k: real_dispatch(*a, **{**k, "page_size": 3}))
+    real_dispatch = due.dispatch
+    monkeypatch.setattr(due, "dispatch", lambda *a, **k: real_dispatch(*a, **{**k, "page_size": 3}))
     run = send_now(factory, configured, now=NOW)
     assert run.report.sent == len(EMAILS) and run.edition == EDITION
     assert server.handler.recipients() == {email: 1 for email in EMAILS}
@@ -108,10 +109,10 @@ def test_a_due_run_sends_while_dispatch_is_still_creating_rows(committed_db, sto
 
 
 def test_a_dispatch_failing_midway_sends_what_it_committed_then_says_so(committed_db, store, server, monkeypatch):
-    from digest import delivery
+    from digest.delivery import due, ledger
 
     factory, configured = store
-    real_dispatch, real_advance = delivery.dispatch, delivery._advance
+    real_dispatch, real_advance = due.dispatch, ledger.advance_due_times
     pages = []
 
     def advance_then_lose_the_database(session, changes):
@@ -120,14 +121,14 @@ def test_a_dispatch_failing_midway_sends_what_it_committed_then_says_so(committe
             raise RuntimeError("the database went away")
         real_advance(session, changes)
 
-    monkeypatch.setattr(delivery, "dispatch", lambda *a, **k: real_dispatch(*a, **{**k, "page_size": 3}))
-    monkeypatch.setattr(delivery, "_advance", advance_then_lose_the_database)
+    monkeypatch.setattr(due, "dispatch", lambda *a, **k: real_dispatch(*a, **{**k, "page_size": 3}))
+    monkeypatch.setattr(ledger, "advance_due_times", advance_then_lose_the_database)
     with pytest.raises(RuntimeError, match="the database went away"):
         send_now(factory, configured, now=NOW)
     # The first page was committed: its three subscribers have their digest; the second page
     # rolled back whole (no rows, next_due_at untouched), so nothing is stuck or half-done.
     assert server.handler.recipients() == {email: 1 for email in EMAILS[:3]}
     assert set(rows(committed_db).values()) == {DeliveryStatus.sent}
-    monkeypatch.setattr(delivery, "_advance", real_advance)
+    monkeypatch.setattr(ledger, "advance_due_times", real_advance)
     assert send_now(factory, configured, now=NOW).report.sent == len(EMAILS) - 3  # the next run catches up
     assert server.handler.recipients() == {email: 1 for email in EMAILS}

@@ -9,7 +9,7 @@ from email import message_from_bytes, policy
 import pytest
 from fastapi.testclient import TestClient
 
-from digest.mailer import OutboxTransport
+from digest.mail import OutboxTransport
 from digest.web import create_app
 from digest.web.ratelimit import RateLimiter
 from tests.conftest import REDIS_URL

@@ -13,7 +13,7 @@ from itsdangerous import TimestampSigner
 from sqlalchemy import func, select
 
 from digest.config import load_settings
-from digest.links import confirm_url, settings_url, unsubscribe_url, view_url
+from digest.mail import confirm_url, settings_url, unsubscribe_url, view_url
 from digest.models import Delivery, DeliveryStatus, Subscriber, SubscriberStatus, Suppression, Topic
 from digest.tokens import make_token, rotate_tokens
 from tests.factories import make_paper, make_subscriber

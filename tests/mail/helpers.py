@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 
 from digest.matching import EditionIndex, rank
 from digest.models import Paper
-from digest.render import DigestLinks
+from digest.mail import DigestLinks
 from tests.factories import make_paper, sample_records
 
 EDITION = date(2026, 11, 26)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from digest.render import render_email
-from tests.render.helpers import Elements
+from digest.mail import render_email
+from tests.mail.helpers import Elements
 
 
 def test_confirm_email_lists_topics_and_the_link_escaped(settings):

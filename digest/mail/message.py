@@ -22,10 +22,13 @@ from email.utils import format_datetime, formataddr, make_msgid, parseaddr
 from functools import lru_cache
 from pathlib import Path
 
+import dkim
+
 from digest.config import Settings
 from digest.errors import ConfigError, DigestError
-from digest.render import RenderedEmail, product_name, safe_url
-from digest.transfer_encoding import quoted_printable
+from digest.mail.rendered import RenderedEmail
+from digest.mail.text import product_name, safe_url
+from digest.mail.transfer_encoding import quoted_printable
 
 # QP never writes "=_" and base64 never writes "_": this boundary cannot occur inside the parts.
 BOUNDARY = "=_digest_alternative"
@@ -112,6 +115,12 @@ def _fold(name: str, value: str) -> str:
     if any(len(part) > MAX_LINE for part in lines):
         raise HeaderError(f"{name} has a word longer than {MAX_LINE} characters")
     return "\r\n".join(lines) + "\r\n"
+
+
+@lru_cache(maxsize=8)
+def envelope_sender(settings: Settings) -> str:
+    """The bare address of DIGEST_FROM: where bounces (DSNs) come back to."""
+    return parseaddr(settings.sender)[1]
 
 
 @lru_cache(maxsize=16)
@@ -330,8 +339,6 @@ def _dkim_key(path: Path) -> bytes:
 
 
 def dkim_signature(data: bytes, settings: Settings) -> bytes:
-    import dkim  # dkimpy; only needed when signing is configured
-
     key = _dkim_key(Path(settings.dkim_key_file))
     try:
         return dkim.sign(

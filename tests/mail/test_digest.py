@@ -11,10 +11,11 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from digest.matching.results import Match
-from digest.message import build_message, make_message_id, to_bytes
-from digest.render import MAX_HTML_BYTES, EditionRenderer, excerpt_window, render_full_edition_html, wrap
+from digest.mail import build_message, make_message_id, to_bytes
+from digest.mail import MAX_HTML_BYTES, EditionRenderer, render_full_edition_html
+from digest.mail.text import excerpt_window, wrap
 from tests.factories import make_paper
-from tests.render.helpers import EDITION, LINKS, NO_MORE, Elements, body, parse, ranked, sample_papers
+from tests.mail.helpers import EDITION, LINKS, NO_MORE, Elements, body, parse, ranked, sample_papers
 
 
 @pytest.fixture
@@ -264,7 +265,7 @@ _line_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_chara
 def test_the_text_part_encoded_card_by_card_is_the_text_encoded_whole(settings, title, abstract, author, topic, email_local):
     """Each card's quoted-printable form is kept and reused across subscribers; what a reader
     decodes must be exactly the text part, whatever the titles, abstracts and topics hold."""
-    from digest.transfer_encoding import quoted_printable
+    from digest.mail.transfer_encoding import quoted_printable
 
     renderer = EditionRenderer(settings, EDITION)
     papers = [make_paper(title=title, abstract=abstract, authors=[author]), *sample_papers()[:3]]

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from digest.cli import main
 from tests.factories import make_paper, make_subscriber
-from tests.render.helpers import EDITION, Elements
+from tests.mail.helpers import EDITION, Elements
 
 
 def _store(engine, **subscriber):

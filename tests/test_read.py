@@ -1,4 +1,4 @@
-"""search(): the store's papers (or one edition's) that a query matches, as a digest ranks them."""
+"""The read side. search(): the store's papers (or one edition's) that a query matches, as a digest ranks them."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from datetime import date
 
 import pytest
 
-from digest.matching import QueryError, search
-from tests.factories import make_paper
+from digest.matching import QueryError
+from digest.models import SubscriberStatus
+from digest.read import search, stats
+from tests.factories import make_paper, make_subscriber
 
 
 @pytest.fixture
@@ -46,3 +48,11 @@ def test_search_refuses_a_bad_query_before_reading_the_store(session, stored):
 def test_papers_without_abstract_or_authors_are_searchable(session, stored):
     assert [m.paper.id for m in search(session, "robots")] == ["2611.00103"]
     assert [m.paper.id for m in search(session, "author:ruiz")] == ["2611.00102", "2611.00101"]  # upvotes
+
+
+def test_stats_count_by_status(session, settings):
+    make_subscriber(session, "a@example.org", ["agents"], status=SubscriberStatus.active)
+    make_subscriber(session, "b@example.org", ["agents", "robots"], status=SubscriberStatus.pending)
+    figures = stats(session)
+    assert figures["subscribers"] == {"pending": 1, "active": 1, "unsubscribed": 0}
+    assert figures["top_topics"][0] == {"topic": "agents", "subscribers": 2}

@@ -8,10 +8,10 @@ from email.message import EmailMessage
 import pytest
 
 from digest.config import parse_smtp_url
-from digest.mailer import (
+from digest.mail import (
     OutboxTransport,
+    Pacer,
     PermanentFailure,
-    RateLimiter,
     ServerUnavailable,
     SmtpTransport,
     TransientFailure,
@@ -140,7 +140,7 @@ def test_an_unreachable_server_stops_the_batch_without_blaming_anyone():
         transport.send(message("a@example.org"), "digest@papers.test", "a@example.org")
 
 
-def test_rate_limiter_spaces_messages_evenly():
+def test_the_pacer_spaces_messages_evenly():
     now = [100.0]
     slept = []
 
@@ -148,7 +148,7 @@ def test_rate_limiter_spaces_messages_evenly():
         slept.append(round(seconds, 6))
         now[0] += seconds
 
-    limiter = RateLimiter(4.0, clock=lambda: now[0], sleep=sleep)
+    limiter = Pacer(4.0, clock=lambda: now[0], sleep=sleep)
     for _ in range(5):
         limiter.wait()
     assert slept == [0.25, 0.25, 0.25, 0.25]

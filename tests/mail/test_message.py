@@ -11,9 +11,9 @@ import pytest
 
 from digest.config import load_settings
 from digest.errors import ConfigError
-from digest.message import HeaderError, build_message, make_message_id, to_bytes
-from digest.render import RenderedEmail
-from tests.render.helpers import EDITION, body, parse
+from digest.mail import HeaderError, build_message, make_message_id, to_bytes
+from digest.mail import RenderedEmail
+from tests.mail.helpers import EDITION, body, parse
 
 RENDERED = RenderedEmail(
     subject="3 new papers on pré-training, diffusion · Nov 26",
@@ -153,7 +153,7 @@ def test_unreadable_dkim_key_is_a_config_error(settings, tmp_path):
 def test_message_bytes_are_exactly_the_built_message(settings, rendered, unsubscribe_url):
     from datetime import datetime, timezone
 
-    from digest.message import message_bytes
+    from digest.mail import message_bytes
 
     at = datetime(2026, 11, 26, 7, 0, tzinfo=timezone.utc)
     args = dict(message_id=make_message_id(7, EDITION, settings), unsubscribe_url=unsubscribe_url, date=at)
@@ -164,7 +164,7 @@ def test_message_bytes_are_exactly_the_built_message(settings, rendered, unsubsc
 
 
 def test_message_bytes_refuse_what_build_message_refuses(settings):
-    from digest.message import message_bytes
+    from digest.mail import message_bytes
 
     with pytest.raises(HeaderError):
         message_bytes(RENDERED, "a@example.org\r\nBcc: victim@example.org", settings)
@@ -173,7 +173,7 @@ def test_message_bytes_refuse_what_build_message_refuses(settings):
 
 
 def test_message_bytes_are_dkim_signed_when_a_key_is_configured(settings, dkim_key):
-    from digest.message import message_bytes
+    from digest.mail import message_bytes
 
     private, public = dkim_key
     signing = load_settings(**{**settings.model_dump(), "dkim_key_file": private, "dkim_selector": "sel1"})

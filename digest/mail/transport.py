@@ -13,8 +13,10 @@ import ssl
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from email import policy as email_policy
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Protocol
 
 from digest.config import Settings, SmtpSettings
 
@@ -45,12 +47,21 @@ class PermanentFailure(DeliveryFailure):
         self.recipient = recipient
 
 
-def message_bytes(message: EmailMessage | bytes) -> bytes:
+def wire_bytes(message: EmailMessage | bytes) -> bytes:
+    """A message as it goes over the wire: CRLF line ends (strict servers refuse bare LF)."""
     if isinstance(message, bytes):
         return message
-    from email import policy
+    return message.as_bytes(policy=email_policy.SMTP)
 
-    return message.as_bytes(policy=policy.SMTP)  # CRLF line ends: strict servers refuse bare LF
+
+class Transport(Protocol):
+    """What sending needs of a transport: one message at a time, then close."""
+
+    description: str
+
+    def send(self, message: EmailMessage | bytes, sender: str, recipient: str, name: str | None = None) -> Path | None: ...
+
+    def close(self) -> None: ...
 
 
 def _safe_name(value: str) -> str:
@@ -71,7 +82,7 @@ class OutboxTransport:
     def send(self, message: EmailMessage | bytes, sender: str, recipient: str, name: str | None = None) -> Path:
         path = self.folder / f"{_safe_name(name or recipient)}.eml"
         tmp = path.with_suffix(".eml.tmp")
-        tmp.write_bytes(message_bytes(message))
+        tmp.write_bytes(wire_bytes(message))
         tmp.replace(path)  # a reader never sees half a message
         self.written.append(path)
         return path
@@ -80,7 +91,7 @@ class OutboxTransport:
         pass
 
 
-class RateLimiter:
+class Pacer:
     """At most `rate` messages per second, spaced evenly (a burst would trip the relay's own limits)."""
 
     def __init__(self, rate: float | None, clock=time.monotonic, sleep=time.sleep) -> None:
@@ -113,7 +124,7 @@ class SmtpTransport:
         self.smtp = smtp
         self.timeout = timeout
         self.description = f"SMTP server {smtp.host}:{smtp.port}"
-        self.limiter = RateLimiter(rate)
+        self.pacer = Pacer(rate)
         self.connections_opened = 0
         self._connection: smtplib.SMTP | None = None
 
@@ -141,8 +152,8 @@ class SmtpTransport:
         return connection
 
     def send(self, message: EmailMessage | bytes, sender: str, recipient: str, name: str | None = None) -> None:
-        data = message_bytes(message)
-        self.limiter.wait()
+        data = wire_bytes(message)
+        self.pacer.wait()
         for attempt in range(self.reconnects_per_message + 1):
             if self._connection is None:
                 self._connection = self._connect()

@@ -1,0 +1,374 @@
+"""Every statement on the deliveries ledger (and the suppressions it consults): insert a page of
+rows, advance due times, claim, release, pick what needs a task again, suppress, and the Recorder
+that writes each outcome right after the SMTP server answered.
+
+One row per (subscriber, edition), unique: two dispatch runs never make two; a row is claimed with
+a conditional UPDATE before it is sent (the ids returned are the caller's alone) and recorded after.
+"""
+
+from __future__ import annotations
+
+import json
+import select as select_module
+from collections.abc import Callable, Iterable, Sequence
+from datetime import date, datetime, timedelta
+
+from psycopg import pq
+from sqlalchemy import Engine, Integer, String, and_, any_, bindparam, func, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from digest.models import Delivery, DeliveryStatus, Subscriber, Suppression
+
+SessionFactory = Callable[[], Session]
+
+
+def chunks(ids: Sequence[int], size: int) -> Iterable[list[int]]:
+    for start in range(0, len(ids), size):
+        yield list(ids[start : start + size])
+
+
+def is_postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def among(session: Session, column, values: Sequence, item_type):
+    """`column IN (values)`; on PostgreSQL `column = ANY(array)`: one parameter instead of a
+    thousand, so the driver does not parse a new query text for every page."""
+    if is_postgresql(session):
+        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(item_type)))
+    return column.in_(list(values))
+
+
+def newest_editions(session: Session, subscriber_ids: Sequence[int]) -> dict[int, date]:
+    """Each subscriber's newest delivery row: where their next window starts."""
+    rows = session.execute(
+        select(Delivery.subscriber_id, func.max(Delivery.edition))
+        .where(among(session, Delivery.subscriber_id, subscriber_ids, Integer))
+        .group_by(Delivery.subscriber_id)
+    )
+    return {sid: edition for sid, edition in rows}
+
+
+def suppressed(session: Session, emails: Iterable[str]) -> set[str]:
+    emails = list(emails)
+    if not emails:
+        return set()
+    return set(session.scalars(select(Suppression.email).where(among(session, Suppression.email, emails, String))))
+
+
+def suppress(factory: SessionFactory, email: str, reason: str) -> None:
+    with factory() as session, session.begin():
+        if session.get(Suppression, email) is None:
+            session.add(Suppression(email=email, reason=reason[:1000]))
+
+
+def pending_row(subscriber_id: int, edition: date, now: datetime, requeue_at: datetime) -> dict:
+    """A new ledger row; `requeue_at` is when a sweep re-enqueues it if its first enqueue was lost."""
+    return {
+        "subscriber_id": subscriber_id,
+        "edition": edition,
+        "status": DeliveryStatus.pending,
+        "attempts": 0,
+        "created_at": now,
+        "next_attempt_at": requeue_at,
+        "paper_ids": [],
+    }
+
+
+def insert_ignoring_duplicates(session: Session, rows: list[dict]) -> list[int]:
+    """INSERT ... ON CONFLICT (subscriber_id, edition) DO NOTHING RETURNING id: the ids of the
+    rows this call created; a row another run created first is simply not returned."""
+    if not rows:
+        return []
+    if is_postgresql(session):
+        shared = {key: value for key, value in rows[0].items() if key != "subscriber_id"}
+        if all({key: value for key, value in row.items() if key != "subscriber_id"} == shared for row in rows):
+            return _insert_page_postgresql(session, [row["subscriber_id"] for row in rows], shared)
+        insert = postgresql.insert
+    else:
+        insert = sqlite.insert
+    statement = (
+        insert(Delivery.__table__)  # Core, not the ORM bulk path: a page of rows in one statement
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["subscriber_id", "edition"])
+        .returning(Delivery.id)
+    )
+    return list(session.scalars(statement))
+
+
+def _insert_page_postgresql(session: Session, subscriber_ids: list[int], shared: dict) -> list[int]:
+    """A page of rows that differ only by subscriber, as one INSERT ... SELECT FROM unnest(ids):
+    compiling a 1000-row VALUES list cost more than the insert itself."""
+    table = Delivery.__table__
+    names = list(shared)
+    statement = text(
+        f"INSERT INTO deliveries (subscriber_id, {', '.join(names)}) "
+        f"SELECT sid, {', '.join(':' + name for name in names)} FROM unnest(CAST(:ids AS INTEGER[])) AS sid "
+        "ON CONFLICT (subscriber_id, edition) DO NOTHING RETURNING id"
+    ).bindparams(*(bindparam(name, type_=table.c[name].type) for name in names))
+    return list(session.scalars(statement, {"ids": subscriber_ids, **shared}))
+
+
+def advance_due_times(session: Session, changes: list[tuple[int, datetime, datetime]]) -> None:
+    """next_due_at: old -> new for each (id, old, new), only where it still holds the old value:
+    a concurrent dispatch that advanced it first wins, and both computed the same instant anyway."""
+    if is_postgresql(session):  # one statement for the page instead of one per subscriber
+        session.execute(
+            text(
+                "UPDATE subscribers SET next_due_at = v.new "
+                "FROM unnest(CAST(:ids AS INTEGER[]), CAST(:olds AS TIMESTAMPTZ[]), CAST(:news AS TIMESTAMPTZ[])) "
+                "AS v(id, old, new) WHERE subscribers.id = v.id AND subscribers.next_due_at = v.old"
+            ),
+            {"ids": [c[0] for c in changes], "olds": [c[1] for c in changes], "news": [c[2] for c in changes]},
+        )
+        return
+    table = Subscriber.__table__
+    session.connection().execute(
+        table.update()
+        .where(table.c.id == bindparam("sid"), table.c.next_due_at == bindparam("old"))
+        .values(next_due_at=bindparam("new")),
+        [{"sid": sid, "old": old, "new": new} for sid, old, new in changes],
+    )
+
+
+def set_first_due_times(session: Session, due: list[tuple[int, datetime]]) -> None:
+    """next_due_at for subscribers who have none yet, only where it is still unset."""
+    table = Subscriber.__table__
+    session.connection().execute(
+        table.update().where(table.c.id == bindparam("sid"), table.c.next_due_at.is_(None))
+        .values(next_due_at=bindparam("new")),
+        [{"sid": sid, "new": new} for sid, new in due],
+    )
+
+
+def claim(factory: SessionFactory, ids: Sequence[int], now: datetime, sending_timeout: float) -> list[int]:
+    """pending -> sending (or a stale `sending` taken over), in one conditional UPDATE: the ids
+    returned are this caller's alone."""
+    stale = now - timedelta(seconds=sending_timeout)
+    with factory() as session, session.begin():
+        return list(
+            session.scalars(
+                update(Delivery)
+                .where(
+                    Delivery.id.in_(list(ids)),
+                    or_(
+                        Delivery.status == DeliveryStatus.pending,
+                        and_(Delivery.status == DeliveryStatus.sending, Delivery.claimed_at < stale),
+                    ),
+                )
+                .values(status=DeliveryStatus.sending, claimed_at=now, attempts=Delivery.attempts + 1)
+                .returning(Delivery.id)
+                .execution_options(synchronize_session=False)
+            )
+        )
+
+
+def release(
+    factory: SessionFactory,
+    ids: Sequence[int],
+    reason: str | None = None,
+    retry_at: datetime | None = None,
+    held: DeliveryStatus = DeliveryStatus.sending,
+) -> None:
+    """Rows of ours that were not sent: pending again, due at `retry_at` (None: the next run).
+    Only rows still `held` change, so an outcome already recorded stays as it is."""
+    if not ids:
+        return
+    values: dict = {"status": DeliveryStatus.pending, "next_attempt_at": retry_at}
+    if reason is not None:
+        values["last_error"] = reason[:1000]
+    with factory() as session, session.begin():
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(list(ids)), Delivery.status == held)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def take_due_again(session: Session, now: datetime, sending_timeout: float) -> list[int]:
+    """Rows that need a task again: pending ones whose retry time has come (or that never made it
+    to the queue), and rows in `sending` whose worker has been silent longer than the timeout.
+    Their next_attempt_at moves forward so the next sweep does not enqueue them again meanwhile."""
+    stale = now - timedelta(seconds=sending_timeout)
+    requeue_at = now + timedelta(seconds=sending_timeout)
+    ids = list(
+        session.scalars(
+            select(Delivery.id)
+            .where(
+                or_(
+                    and_(
+                        Delivery.status == DeliveryStatus.pending,
+                        or_(Delivery.next_attempt_at.is_(None), Delivery.next_attempt_at <= now),
+                    ),
+                    and_(Delivery.status == DeliveryStatus.sending, Delivery.claimed_at < stale),
+                ),
+                Delivery.subscriber_id.is_not(None),
+            )
+            .order_by(Delivery.id)
+        )
+    )
+    for chunk in chunks(ids, 1000):
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(chunk), Delivery.status == DeliveryStatus.pending)
+            .values(next_attempt_at=requeue_at)
+            .execution_options(synchronize_session=False)
+        )
+    return ids
+
+
+def pending_ids(session: Session, edition: date, email: str | None = None) -> list[int]:
+    """Rows of this edition left pending by an earlier run (one subscriber's, with `email`)."""
+    waiting = select(Delivery.id).where(Delivery.edition == edition, Delivery.status == DeliveryStatus.pending)
+    if email is not None:
+        waiting = waiting.join(Subscriber, Subscriber.id == Delivery.subscriber_id).where(Subscriber.email == email)
+    return list(session.scalars(waiting))
+
+
+def refresh_statistics_if_stale(factory: SessionFactory, created: int) -> None:
+    """On a fresh install the deliveries table was analyzed while empty (or nearly): PostgreSQL
+    then plans every claim, load and outcome of the first edition for a table of a few rows,
+    and scans (measured: a batch of 100 cost 45 ms more) until autovacuum analyzes it a minute
+    later. When the statistics count fewer rows than this run just added, analyze it now, once.
+    A never-analyzed table (reltuples -1) is estimated from its real size and left alone."""
+    with factory() as session:
+        bind = session.get_bind()
+    if not isinstance(bind, Engine) or bind.dialect.name != "postgresql":
+        return  # (a test's shared transaction is never analyzed from inside)
+    with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        known = connection.scalar(text("SELECT reltuples FROM pg_class WHERE oid = 'deliveries'::regclass"))
+        if known is not None and 0 <= known < created:
+            connection.exec_driver_sql("ANALYZE deliveries")
+
+
+class Recorder:
+    """Writes each outcome right after the server answered, so a killed worker leaves at most the
+    message in flight unrecorded.
+
+    On PostgreSQL (psycopg) it has one autocommit connection of its own, with synchronous_commit
+    off, and sends each outcome as a prepared UPDATE without waiting for PostgreSQL's answer: the
+    statement is written whole to the socket before the next message goes to the SMTP server, and
+    its answer is read just before the next outcome is sent (or when the batch ends). So the SMTP
+    exchange of message N+1 overlaps the commit of message N's outcome instead of following it.
+    Why this keeps the window: PostgreSQL executes and commits a statement it has received whether
+    or not the client is still there to read the answer (an implicit transaction ends at the
+    protocol's Sync, before any reply is flushed), and the kernel delivers bytes already written
+    even if this process is killed a moment later. A worker crash thus loses nothing; only a crash
+    of PostgreSQL itself can forget the last fraction of a second of outcomes (synchronous_commit
+    off), whose rows then return through the `sending` timeout: a duplicate, never a loss. An
+    outcome PostgreSQL refused is raised at the next call, still inside the batch.
+
+    Elsewhere (SQLite, other drivers) each outcome is a short committed transaction."""
+
+    def __init__(self, factory: SessionFactory) -> None:
+        self.factory = factory
+        self._connection = None
+        self._pgconn = None
+        self._prepared: dict[tuple[str, ...], bytes] = {}
+        self._waiting = False  # an outcome sent whose answer is not read yet
+        with factory() as session:
+            bind = session.get_bind()
+        if isinstance(bind, Engine) and bind.dialect.name == "postgresql":
+            self._connection = bind.connect().execution_options(isolation_level="AUTOCOMMIT")
+            self._connection.exec_driver_sql("SET synchronous_commit TO off")
+            driver = self._connection.connection.driver_connection
+            if driver.__class__.__module__.startswith("psycopg"):  # psycopg 3: libpq's own calls
+                self._pgconn = driver.pgconn
+
+    def _statement(self, columns: tuple[str, ...]) -> bytes:
+        name = self._prepared.get(columns)
+        if name is None:
+            assignments = ", ".join(f"{column} = ${n}" for n, column in enumerate(columns, 1))
+            sql = f"UPDATE deliveries SET {assignments} WHERE id = ${len(columns) + 1} AND status = 'sending'"
+            name = f"digest_record_{len(self._prepared)}".encode()
+            result = self._pgconn.prepare(name, sql.encode())
+            if result.status != pq.ExecStatus.COMMAND_OK:
+                raise RuntimeError(f"could not prepare {sql!r}: {result.get_error_message()}")
+            self._prepared[columns] = name
+        return name
+
+    @staticmethod
+    def _text_value(value) -> bytes | None:
+        """A parameter in PostgreSQL's text format; the column's type is the server's to infer."""
+        if value is None:
+            return None
+        if isinstance(value, DeliveryStatus):
+            return value.name.encode()  # stored as the enum's name (native_enum=False)
+        if isinstance(value, list):
+            return json.dumps(value).encode()
+        if isinstance(value, datetime):
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given to a UTC column")
+            return value.isoformat().encode()
+        return str(value).encode()
+
+    def __call__(self, delivery_id: int, **values) -> None:
+        if self._pgconn is not None:
+            self.wait()
+            columns = tuple(values)
+            name = self._statement(columns)
+            params = [self._text_value(values[column]) for column in columns]
+            params.append(str(int(delivery_id)).encode())
+            self._pgconn.send_query_prepared(name, params)
+            self._waiting = True
+            self._flush()
+            return
+        statement = (
+            update(Delivery)
+            .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.sending)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        self._execute(statement)
+
+    def _flush(self) -> None:
+        """psycopg keeps libpq non-blocking: wait until the whole statement is on the socket."""
+        while self._pgconn.flush():
+            select_module.select([], [self._pgconn.socket], [])
+
+    def wait(self) -> None:
+        """Read the answer to the outcome sent last; raise if PostgreSQL refused it."""
+        if not self._waiting:
+            return
+        self._waiting = False
+        error = None
+        while (result := self._pgconn.get_result()) is not None:
+            if result.status != pq.ExecStatus.COMMAND_OK and error is None:
+                error = result.get_error_message() or str(result.status)
+        if error is not None:
+            raise RuntimeError(f"recording an outcome failed: {error}")
+
+    def _execute(self, statement) -> None:
+        """On the recorder's own autocommit connection when it has one, else in a short transaction."""
+        if self._connection is not None:
+            self.wait()
+            self._connection.execute(statement)
+            return
+        with self.factory() as session, session.begin():
+            session.execute(statement)
+
+    def refresh_claims(self, ids: Sequence[int], at: datetime) -> None:
+        statement = (
+            update(Delivery)
+            .where(Delivery.id.in_(list(ids)), Delivery.status == DeliveryStatus.sending)
+            .values(claimed_at=at)
+            .execution_options(synchronize_session=False)
+        )
+        self._execute(statement)
+
+    def suppress(self, email: str, reason: str) -> None:
+        suppress(self.factory, email, reason)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            try:
+                self.wait()
+                for name in self._prepared.values():
+                    self._connection.exec_driver_sql(f"DEALLOCATE {name.decode()}")
+                self._connection.exec_driver_sql("RESET synchronous_commit")
+            finally:
+                self._prepared.clear()
+                self._connection.close()
+                self._connection = self._pgconn = None

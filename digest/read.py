@@ -1,0 +1,76 @@
+"""The read side: what pages and commands show without changing anything. The landing page's
+sample of the newest edition, the settings page's live preview, `digest search`, `digest stats`.
+Routes and commands call one function here each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from digest.delivery import topic_matches
+from digest.editions import latest_edition
+from digest.matching import EditionIndex, Match, parse_query, rank
+from digest.models import Delivery, DeliveryStatus, Paper, Subscriber, SubscriberStatus, Suppression, Topic
+from digest.subscriptions import DEFAULT_MAX_PAPERS, clean_topics, page_limit
+
+
+def edition_sample(session: Session, limit: int = 6) -> tuple[date | None, list[Paper]]:
+    """The newest edition's most upvoted papers, for the landing page."""
+    edition = latest_edition(session)
+    if edition is None:
+        return None, []
+    papers = session.scalars(
+        select(Paper).where(Paper.edition == edition).order_by(Paper.upvotes.desc(), Paper.id).limit(limit)
+    ).all()
+    return edition, list(papers)
+
+
+@dataclass
+class TopicPreview:
+    """"With these topics, the last edition would have sent you these papers"."""
+
+    edition: date | None
+    papers: list[Paper]
+    total: int  # all matches; `papers` is cut at the subscriber's limit
+
+
+def preview_topics(session: Session, topics: list[str] | str, limit=DEFAULT_MAX_PAPERS) -> TopicPreview:
+    """The papers the newest edition would have sent for these topics (TopicErrors if one is bad).
+    `limit` may come straight from a request: it is kept within the papers-per-email range."""
+    cleaned = clean_topics(topics)
+    edition = latest_edition(session)
+    if edition is None:
+        return TopicPreview(None, [], 0)
+    shown, total = topic_matches(session, cleaned, edition, page_limit(limit, DEFAULT_MAX_PAPERS))
+    return TopicPreview(edition, [match.paper for match in shown], total)
+
+
+def search(session: Session, query: str, edition: date | None = None, limit: int | None = None) -> list[Match]:
+    """Every paper of the store (or of one edition) that the query matches, in digest order.
+    Raises QueryError before touching the store when the query does not parse."""
+    topic = parse_query(query).text
+    statement = select(Paper).order_by(Paper.id)
+    if edition is not None:
+        statement = statement.where(Paper.edition == edition)
+    papers = session.scalars(statement).all()
+    return rank(EditionIndex.build(papers), [topic], limit)
+
+
+def stats(session: Session) -> dict:
+    by_status = dict(session.execute(select(Subscriber.status, func.count()).group_by(Subscriber.status)).all())
+    top = session.execute(
+        select(Topic.query, func.count()).group_by(Topic.query).order_by(func.count().desc(), Topic.query).limit(10)
+    ).all()
+    deliveries = dict(session.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all())
+    return {
+        "subscribers": {s.value: by_status.get(s, 0) for s in SubscriberStatus},
+        "topics": session.scalar(select(func.count()).select_from(Topic)) or 0,
+        "distinct_topics": session.scalar(select(func.count(func.distinct(Topic.query)))) or 0,
+        "top_topics": [{"topic": q, "subscribers": n} for q, n in top],
+        "deliveries": {s.value: deliveries.get(s, 0) for s in DeliveryStatus},
+        "suppressed": session.scalar(select(func.count()).select_from(Suppression)) or 0,
+        "papers": session.scalar(select(func.count()).select_from(Paper)) or 0,
+    }
