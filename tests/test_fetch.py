@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 
 from digest.cli import main
 from digest.models import Paper
-from tests.factories import sample_records
-from tests.stand_ins import HFStandIn
+from tests.factories import hf_item, sample_records
+from tests.stand_ins import ArxivStandIn, HFStandIn, TrickleServer
 
 
 def count_papers(engine) -> int:
@@ -109,3 +109,90 @@ def sample_path():
     from digest.config import SAMPLE_PAPERS
 
     return SAMPLE_PAPERS
+
+
+# Issue 13, "Sources": every field of every item is untrusted; a source never hangs the fetch.
+
+ARXIV_RECORDS = sample_records()[60:65]
+
+
+def use(monkeypatch, **values: str) -> None:
+    """Set DIGEST_* variables for the next command, as an operator's environment would."""
+    from digest.config import get_settings
+
+    for name, value in values.items():
+        monkeypatch.setenv(f"DIGEST_{name}", value)
+    get_settings.cache_clear()
+
+
+def fetch(*args: str):
+    return CliRunner().invoke(main, ["fetch", *args])
+
+
+def test_a_wrong_type_in_one_item_costs_that_item_only_and_the_other_sources_are_stored(monkeypatch, cli_env, committed_db):
+    with HFStandIn(sample_records()[:41]) as hf, ArxivStandIn(ARXIV_RECORDS) as arxiv:
+        hf.items[7]["paper"]["authors"] = 7
+        use(monkeypatch, SOURCES="hf,arxiv:cs.LG", HF_API_URL=hf.url, ARXIV_API_URL=arxiv.url)
+        result = fetch()
+    assert result.exit_code == 0, result.output
+    assert "hf: 40 new, 0 updated, 1 skipped" in result.output
+    assert "arxiv:cs.LG: 5 new, 0 updated, 0 skipped" in result.output
+    assert "fetched: 45 new, 0 updated, 0 unchanged, 1 skipped" in result.output
+    assert count_papers(committed_db) == 45
+
+
+def test_a_field_of_the_wrong_type_that_a_paper_can_do_without_is_ignored_and_counted(monkeypatch, cli_env, committed_db):
+    with HFStandIn(sample_records()[:3]) as hf:
+        hf.items[0]["paper"]["upvotes"] = "7"
+        hf.items[1]["paper"]["githubRepo"] = {"url": "https://github.com/x/y"}
+        use(monkeypatch, SOURCES="hf", HF_API_URL=hf.url)
+        result = fetch()
+    assert result.exit_code == 0, result.output
+    assert "fetched: 3 new, 0 updated, 0 unchanged, 0 skipped" in result.output
+    assert "note: hf: 2 field(s) of the wrong type ignored (first: hf item 0: upvotes: " in result.output
+    assert count_papers(committed_db) == 3
+
+
+def test_an_unexpected_error_in_one_source_is_reported_and_the_others_are_stored(monkeypatch, cli_env, committed_db):
+    from digest.sources.hf import HuggingFaceSource
+
+    monkeypatch.setattr(HuggingFaceSource, "fetch", lambda self, day: {}["a bug"])
+    use(monkeypatch, SOURCES=f"hf,file:{sample_path()}")
+    result = fetch()
+    assert result.exit_code == 1
+    assert "error: hf: unexpected KeyError: 'a bug' (a bug: the traceback is in the log)" in result.output
+    assert count_papers(committed_db) == 98
+
+
+def test_control_characters_are_cleaned_so_every_database_stores_the_same_title(monkeypatch, cli_env, committed_db):
+    records = sample_records()[:10]
+    records[4] = records[4] | {"title": "Pre\x00Training at \x07Scale\x85", "authors": ["Ana\x00 Ruiz"]}
+    with HFStandIn(records) as hf:
+        use(monkeypatch, SOURCES="hf", HF_API_URL=hf.url)
+        result = fetch()
+    assert result.exit_code == 0, result.output
+    assert "fetched: 10 new" in result.output
+    with committed_db.connect() as connection:
+        paper = connection.execute(select(Paper.title, Paper.authors).where(Paper.id == records[4]["id"])).one()
+    assert paper.title == "PreTraining at Scale" and paper.authors == ["Ana Ruiz"]
+
+
+def test_a_source_the_database_refuses_is_reported_and_the_others_are_stored(monkeypatch, cli_env, committed_db):
+    from sqlalchemy.exc import DataError
+
+    import digest.fetch
+
+    store = digest.fetch.store_fetch
+
+    def refuse_hf(session, result, now=None):
+        if result.source == "hf":
+            raise DataError("INSERT INTO papers ...", {}, ValueError("invalid byte sequence for encoding UTF8: 0x00"))
+        return store(session, result, now)
+
+    monkeypatch.setattr(digest.fetch, "store_fetch", refuse_hf)
+    with HFStandIn(sample_records()[:5]) as hf:
+        use(monkeypatch, SOURCES=f"hf,file:{sample_path()}", HF_API_URL=hf.url)
+        result = fetch()
+    assert result.exit_code == 1
+    assert "error: hf: not stored, the database refused it (ValueError: invalid byte sequence" in result.output
+    assert count_papers(committed_db) == 98

@@ -24,6 +24,7 @@ from digest.sources.base import (
     normalise_arxiv_id,
     parse_datetime,
     parse_each,
+    texts,
 )
 from digest.sources.http import Fetcher
 
@@ -49,7 +50,7 @@ def _text(entry: Element, path: str) -> str:
     return clean_text(node.text) if node is not None and node.text else ""
 
 
-def parse_entry(entry: Element) -> PaperRecord:
+def parse_entry(entry: Element, ignored: list[str]) -> PaperRecord:
     raw_id = _text(entry, "atom:id")
     arxiv_id = normalise_arxiv_id(raw_id)
     if not arxiv_id:
@@ -57,17 +58,13 @@ def parse_entry(entry: Element) -> PaperRecord:
     title = _text(entry, "atom:title")
     if not title:
         raise ValueError(f"{arxiv_id}: no title")
-    primary = entry.find("arxiv:primary_category", NS)
-    categories = [primary.get("term")] if primary is not None and primary.get("term") else []
-    for node in entry.findall("atom:category", NS):
-        term = node.get("term")
-        if term and term not in categories:
-            categories.append(term)
+    nodes = [entry.find("arxiv:primary_category", NS), *entry.findall("atom:category", NS)]
+    categories = list(dict.fromkeys(texts(node.get("term") for node in nodes if node is not None)))
     return PaperRecord(
         id=arxiv_id,
         title=title,
         abstract=_text(entry, "atom:summary"),
-        authors=[clean_text(n.text) for n in entry.findall("atom:author/atom:name", NS) if n.text and n.text.strip()],
+        authors=texts(n.text for n in entry.findall("atom:author/atom:name", NS)),
         categories=categories,
         published_at=parse_datetime(_text(entry, "atom:published")),
         source="arxiv",
@@ -75,7 +72,9 @@ def parse_entry(entry: Element) -> PaperRecord:
 
 
 def parse_feed(body: bytes, url: str) -> tuple[list[PaperRecord], list[str], int]:
-    """Return (papers, skipped, total results); raise SourceError for an unreadable or error feed."""
+    """Return (papers, skipped, total results); raise SourceError for an unreadable or error feed.
+    Entries are XML text, so no field can have a wrong type: an entry is skipped only for a
+    missing id or title."""
     try:
         root = ElementTree.fromstring(body)
     except (ParseError, DefusedXmlException) as exc:
@@ -86,8 +85,9 @@ def parse_feed(body: bytes, url: str) -> tuple[list[PaperRecord], list[str], int
     if len(entries) == 1 and "/api/errors" in _text(entries[0], "atom:id"):
         raise SourceError(f"arxiv: the API refused the query: {_text(entries[0], 'atom:summary')}")
     total_text = _text(root, "opensearch:totalResults")
-    total = int(total_text) if total_text.isdigit() else len(entries)
-    papers, skipped = parse_each(entries, parse_entry, "arxiv entry")
+    # Longer than 12 digits is no count (and int() refuses 4,300 digits): read it as "this page".
+    total = int(total_text) if total_text.isascii() and total_text.isdigit() and len(total_text) <= 12 else len(entries)
+    papers, skipped, _ = parse_each(((f"arxiv entry {n}", e) for n, e in enumerate(entries)), parse_entry)
     return papers, skipped, total
 
 
@@ -123,8 +123,7 @@ class ArxivSource:
             }
             response = self.fetcher.get(self.url, params)
             papers, skipped, total = parse_feed(response.content, self.url)
-            result.papers.extend(papers)
-            result.skipped.extend(skipped)
+            result.add(papers, skipped, [])
             start += len(papers) + len(skipped)
             if not papers and not skipped or start >= total:
                 break

@@ -6,6 +6,7 @@ import pytest
 
 from digest.errors import SourceError
 from digest.sources.arxiv import ArxivSource, search_query
+from tests.factories import arxiv_feed
 
 FEED = (Path(__file__).parents[1] / "fixtures" / "arxiv_feed.xml").read_bytes()
 DAY = date(2026, 11, 26)
@@ -70,3 +71,13 @@ def test_rate_exceeded_is_retried():
     result = arxiv(lambda r: answers.pop(0), sleeps).fetch(DAY)
     assert len(result.papers) == 2
     assert sleeps and sleeps[0] >= 3.0
+
+
+def records(count: int, first: int = 0) -> list[dict]:
+    return [{"id": f"2611.{n:05d}", "title": f"Paper {n}"} for n in range(first, first + count)]
+
+
+def test_text_and_terms_of_an_entry_are_cleaned():
+    feed = arxiv_feed([{"id": "2611.00001", "title": "A\x85 title\x9f", "categories": ["cs.LG\x80"], "authors": ["Bo\x9f Li"]}])
+    [paper] = arxiv(lambda r: httpx.Response(200, content=feed)).fetch(DAY).papers
+    assert (paper.title, paper.categories, paper.authors) == ("A title", ["cs.LG"], ["Bo Li"])
