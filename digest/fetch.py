@@ -47,6 +47,9 @@ def http_client(settings: Settings, transport: httpx.BaseTransport | None = None
         timeout=httpx.Timeout(settings.http_timeout, connect=min(10.0, settings.http_timeout)),
         headers={"User-Agent": "daily-papers-digest/0.1 (self-hosted paper digest)"},
         follow_redirects=True,
+        # A new connection per request, so the deadline's watchdog always knows the socket to shut
+        # (sources/http.py); a fetch makes a few requests, seconds apart: reuse would save nothing.
+        limits=httpx.Limits(max_keepalive_connections=0),
         transport=transport,
     )
 

@@ -177,6 +177,59 @@ def test_control_characters_are_cleaned_so_every_database_stores_the_same_title(
     assert paper.title == "PreTraining at Scale" and paper.authors == ["Ana Ruiz"]
 
 
+@pytest.mark.timeout(60)  # before the deadlines existed, this fetch never ended
+@pytest.mark.parametrize(
+    "trickle_headers, limits, message",
+    [
+        (False, {"HTTP_DEADLINE": "2"}, "did not finish answering within 2 s (DIGEST_HTTP_DEADLINE)"),
+        (True, {"HTTP_DEADLINE": "2"}, "did not finish answering within 2 s (DIGEST_HTTP_DEADLINE)"),
+        (False, {"FETCH_DEADLINE": "2"}, "did not finish answering before the fetch's deadline of 2 s (DIGEST_FETCH_DEADLINE)"),
+    ],
+    ids=["body-request-deadline", "headers-request-deadline", "body-fetch-deadline"],
+)
+def test_a_trickling_source_is_stopped_at_its_deadline_and_the_others_are_stored(
+    monkeypatch, cli_env, committed_db, trickle_headers, limits, message
+):
+    body = json.dumps([hf_item(r) for r in sample_records()[:20]]).encode()
+    with TrickleServer(body, trickle_headers=trickle_headers) as slow, ArxivStandIn(ARXIV_RECORDS) as arxiv:
+        use(monkeypatch, SOURCES="hf,arxiv:cs.LG", HF_API_URL=slow.url, ARXIV_API_URL=arxiv.url, **limits)
+        result = fetch()
+    assert result.exit_code == 1
+    assert f"error: hf: {slow.url}/api/daily_papers {message}" in result.output
+    assert len(slow.requests) == 1  # a request that used its whole deadline is not tried again
+    assert "arxiv:cs.LG: 5 new" in result.output
+    assert count_papers(committed_db) == 5
+
+
+@pytest.mark.parametrize("send_length", [True, False], ids=["content-length", "until-close"])
+def test_an_answer_larger_than_the_cap_is_refused(stand_in, committed_db, send_length):
+    stand_in.body = b"[" + b" " * 50_000_000 + b"]"  # 50 MB of valid JSON
+    stand_in.send_length = send_length
+    result = fetch()
+    assert result.exit_code == 1
+    assert "answered more than 10,000,000 bytes (DIGEST_HTTP_MAX_BYTES)" in result.output
+    assert count_papers(committed_db) == 0
+
+
+@pytest.mark.timeout(60)  # before, it waited 3 x 30 s
+def test_a_source_asking_to_wait_past_the_fetch_deadline_fails_at_once(stand_in, monkeypatch, committed_db):
+    stand_in.status, stand_in.retry_after = 429, "30"
+    use(monkeypatch, FETCH_DEADLINE="5")
+    result = fetch()
+    assert result.exit_code == 1
+    assert "answered 429 Too Many Requests; waiting 30 s would pass DIGEST_FETCH_DEADLINE (5 s)" in result.output
+    assert len(stand_in.requests) == 1
+
+
+@pytest.mark.parametrize("name", ["HTTP_DEADLINE", "FETCH_DEADLINE", "HTTP_MAX_BYTES"])
+def test_a_bad_limit_stops_the_fetch_with_one_line(monkeypatch, cli_env, name):
+    use(monkeypatch, **{name: "0"})
+    result = fetch()
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: DIGEST_{name}: Input should be greater than")
+    assert len(result.output.strip().splitlines()) == 1
+
+
 def test_a_source_the_database_refuses_is_reported_and_the_others_are_stored(monkeypatch, cli_env, committed_db):
     from sqlalchemy.exc import DataError
 

@@ -9,6 +9,7 @@ import httpx
 
 from digest.config import Settings, SourceSpec
 from digest.sources.base import FetchResult, PaperRecord, Source
+from digest.sources.http import Limits
 
 __all__ = ["FetchResult", "PaperRecord", "Source", "make_source"]
 
@@ -18,7 +19,8 @@ def make_source(spec: SourceSpec, settings: Settings, client: httpx.Client) -> S
     from digest.sources.file import FileSource
     from digest.sources.hf import HuggingFaceSource
 
-    retry = {"attempts": settings.http_attempts, "backoff": settings.http_backoff}
+    limits = Limits.from_settings(settings)
+    retry = {"attempts": settings.http_attempts, "backoff": settings.http_backoff, "limits": limits}
     if spec.kind == "hf":
         return HuggingFaceSource(client, settings.hf_api_url, **retry)
     if spec.kind == "arxiv":

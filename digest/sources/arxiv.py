@@ -26,7 +26,7 @@ from digest.sources.base import (
     parse_each,
     texts,
 )
-from digest.sources.http import Fetcher
+from digest.sources.http import Fetcher, Limits
 
 NS = {
     "atom": "http://www.w3.org/2005/Atom",
@@ -102,11 +102,12 @@ class ArxivSource:
         sleep: Callable[[float], None] = time.sleep,
         attempts: int = 4,
         backoff: float = REQUEST_INTERVAL,
+        limits: Limits = Limits(),
     ) -> None:
         self.url = f"{api_url}/api/query"
         self.categories = categories
         self.fetcher = Fetcher(
-            client, "arxiv", attempts=attempts, backoff=backoff, min_interval=REQUEST_INTERVAL, sleep=sleep
+            client, "arxiv", attempts=attempts, backoff=backoff, min_interval=REQUEST_INTERVAL, sleep=sleep, limits=limits
         )
 
     def fetch(self, day: date) -> FetchResult:
@@ -121,8 +122,7 @@ class ArxivSource:
                 "sortBy": "submittedDate",
                 "sortOrder": "descending",
             }
-            response = self.fetcher.get(self.url, params)
-            papers, skipped, total = parse_feed(response.content, self.url)
+            papers, skipped, total = parse_feed(self.fetcher.get(self.url, params), self.url)
             result.add(papers, skipped, [])
             start += len(papers) + len(skipped)
             if not papers and not skipped or start >= total:

@@ -27,7 +27,7 @@ from digest.sources.base import (
     parse_each,
     texts,
 )
-from digest.sources.http import Fetcher
+from digest.sources.http import Fetcher, Limits
 
 PAGE_SIZE = 100
 MAX_PAGES = 50  # 5,000 papers a day is far past any real day: a bound, not a limit
@@ -101,16 +101,17 @@ class HuggingFaceSource:
         sleep: Callable[[float], None] = time.sleep,
         attempts: int = 4,
         backoff: float = 2.0,
+        limits: Limits = Limits(),
     ) -> None:
         self.url = f"{api_url}/api/daily_papers"
-        self.fetcher = Fetcher(client, "hf", attempts=attempts, backoff=backoff, sleep=sleep)
+        self.fetcher = Fetcher(client, "hf", attempts=attempts, backoff=backoff, sleep=sleep, limits=limits)
 
     def fetch(self, day: date) -> FetchResult:
         result = FetchResult(self.name)
         seen: set[str] = set()
         for page in range(MAX_PAGES):
-            response = self.fetcher.get(self.url, {"date": day.isoformat(), "p": page, "limit": PAGE_SIZE})
-            papers, skipped, ignored = parse_page(response.content, self.url)
+            body = self.fetcher.get(self.url, {"date": day.isoformat(), "p": page, "limit": PAGE_SIZE})
+            papers, skipped, ignored = parse_page(body, self.url)
             fresh = [p for p in papers if p.id not in seen]
             if not papers and not skipped:
                 break
