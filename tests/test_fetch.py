@@ -221,6 +221,28 @@ def test_a_source_asking_to_wait_past_the_fetch_deadline_fails_at_once(stand_in,
     assert len(stand_in.requests) == 1
 
 
+@pytest.mark.timeout(60)  # before, it went on for 60 requests and more
+def test_an_arxiv_server_claiming_absurd_totals_is_refused_after_one_request(monkeypatch, cli_env, committed_db):
+    with ArxivStandIn(sample_records(), total=30_000, ignore_start=True) as arxiv:
+        use(monkeypatch, SOURCES="arxiv:cs.LG", ARXIV_API_URL=arxiv.url)
+        result = fetch()
+    assert result.exit_code == 1
+    assert "error: arxiv: the API reports 30,000 results for 2 days of cs.LG" in result.output
+    assert len(arxiv.requests) == 1
+    assert count_papers(committed_db) == 0
+
+
+def test_an_arxiv_server_ignoring_start_is_stopped_at_the_first_repeated_page(monkeypatch, cli_env, committed_db):
+    records = [r | {"id": f"2611.{n:05d}"} for n, r in enumerate(sample_records() * 3)][:250]
+    with ArxivStandIn(records, ignore_start=True) as arxiv:
+        use(monkeypatch, SOURCES="arxiv:cs.LG", ARXIV_API_URL=arxiv.url)
+        result = fetch()
+    assert result.exit_code == 0, result.output
+    assert "note: arxiv:cs.LG: the page at start=200 repeated papers already read" in result.output
+    assert "fetched: 200 new" in result.output
+    assert len(arxiv.requests) == 2
+
+
 @pytest.mark.parametrize("name", ["HTTP_DEADLINE", "FETCH_DEADLINE", "HTTP_MAX_BYTES"])
 def test_a_bad_limit_stops_the_fetch_with_one_line(monkeypatch, cli_env, name):
     use(monkeypatch, **{name: "0"})
