@@ -150,6 +150,13 @@ class Settings(BaseSettings):
     # Subscribe-form posts one client address may make per hour before it gets 429 (counted in
     # Redis at DIGEST_BROKER_URL when reachable, else in the web process).
     subscribe_rate_limit: int = Field(20, ge=1)
+    # Paper sources (digest/sources/http.py): httpx's timeout is per read, so a server trickling a
+    # byte a second evades it. Seconds for one request in all, seconds for one source's whole fetch
+    # (retries and waits included; the Celery fetch task's time limits follow from it), and the
+    # largest answer read, in bytes (a real page is under 1 MB).
+    http_deadline: float = Field(60.0, gt=0, le=3600)
+    fetch_deadline: float = Field(600.0, gt=0, le=3600)
+    http_max_bytes: int = Field(10_000_000, gt=0)
 
     @field_validator("database_url")
     @classmethod

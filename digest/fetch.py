@@ -2,7 +2,7 @@
 
 Each source is all or nothing: its papers are stored in one transaction after the whole answer
 was read, so a source that fails half-way leaves the store as it was. A failing source does not
-stop the others; the run reports it and ends non-zero.
+stop the others, whatever it raised; the run reports it and ends non-zero.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ from datetime import date, datetime, timezone
 
 import httpx
 from sqlalchemy import func, select
+from sqlalchemy.exc import InterfaceError, OperationalError, StatementError
 from sqlalchemy.orm import Session
 
 from digest.config import SAMPLE_PAPERS, Settings, SourceSpec
 from digest.errors import SourceError
 from digest.ingest import IngestCounts, store_fetch
 from digest.models import Paper
-from digest.sources import make_source
+from digest.sources import FetchResult, make_source
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,48 @@ def http_client(settings: Settings, transport: httpx.BaseTransport | None = None
         timeout=httpx.Timeout(settings.http_timeout, connect=min(10.0, settings.http_timeout)),
         headers={"User-Agent": "daily-papers-digest/0.1 (self-hosted paper digest)"},
         follow_redirects=True,
+        # A new connection per request, so the deadline's watchdog always knows the socket to shut
+        # (sources/http.py); a fetch makes a few requests, seconds apart: reuse would save nothing.
+        limits=httpx.Limits(max_keepalive_connections=0),
         transport=transport,
     )
+
+
+def fetch_one(spec: SourceSpec, settings: Settings, client: httpx.Client, day: date,
+              passthrough: tuple[type[BaseException], ...] = ()) -> FetchResult:
+    """One source's whole answer; SourceError (one line) for anything that went wrong in it, a
+    bug included: one source's failure must not cost the others their papers."""
+    try:
+        return make_source(spec, settings, client).fetch(day)
+    except (SourceError, *passthrough):
+        raise
+    except Exception as exc:
+        log.exception("%s: unexpected error", spec)
+        raise SourceError(f"{spec}: unexpected {one_line(exc)} (a bug: the traceback is in the log)") from None
+
+
+def store_one(session_factory: Callable[[], Session], spec: SourceSpec, result: FetchResult, now: datetime) -> IngestCounts:
+    """Store one source's papers in one transaction; SourceError when the database refuses that
+    data. An unreachable database is not one source's problem: that error goes through."""
+    try:
+        with session_factory() as session, session.begin():
+            return store_fetch(session, result, now)
+    except (OperationalError, InterfaceError):
+        raise
+    except StatementError as exc:
+        log.exception("%s: not stored", spec)
+        raise SourceError(f"{spec}: not stored, the database refused it ({one_line(exc.orig or exc)})") from None
+
+
+def one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+
+
+def notes_of(spec: SourceSpec, result: FetchResult) -> list[str]:
+    notes = [f"{spec}: {note}" for note in result.notes]
+    if result.ignored:
+        notes.append(f"{spec}: {len(result.ignored)} field(s) of the wrong type ignored (first: {result.ignored[0]})")
+    return notes
 
 
 def fetch_papers(
@@ -64,19 +105,21 @@ def fetch_papers(
     transport: httpx.BaseTransport | None = None,
     now: datetime | None = None,
     specs: tuple[SourceSpec, ...] | None = None,
+    passthrough: tuple[type[BaseException], ...] = (),
 ) -> FetchReport:
+    """`passthrough`: exceptions to let through rather than report, e.g. Celery's soft time limit."""
     now = now or datetime.now(timezone.utc)
     day = day or now.date()
     report = FetchReport()
     with http_client(settings, transport) as client:
         for spec in specs or settings.source_specs:
             try:
-                result = make_source(spec, settings, client).fetch(day)
+                result = fetch_one(spec, settings, client, day, passthrough)
+                counts = store_one(session_factory, spec, result, now)
             except SourceError as exc:
                 report.errors.append(str(exc))
                 continue
-            with session_factory() as session, session.begin():
-                counts = store_fetch(session, result, now)
+            report.notes.extend(notes_of(spec, result))
             report.per_source[str(spec)] = counts
             report.counts.add(counts)
             log.info("%s: %d new, %d updated, %d skipped", spec, counts.new, counts.updated, counts.skipped)

@@ -88,3 +88,43 @@ def hf_item(record: dict, featured: str = "2026-11-26T13:00:00.000Z") -> dict:
         "submittedBy": {"_id": "u1", "fullname": "AK", "name": "akhaliq", "type": "user"},
         "isAuthorParticipating": False,
     }
+
+
+ATOM_HEAD = """<?xml version="1.0" encoding="UTF-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom" xmlns:arxiv="http://arxiv.org/schemas/atom"
+      xmlns:opensearch="http://a9.com/-/spec/opensearch/1.1/">
+  <title type="html">ArXiv Query: search_query=cat:cs.LG</title>
+  <id>http://arxiv.org/api/stand-in</id>
+  <updated>2026-11-26T00:00:00-05:00</updated>
+  <opensearch:totalResults>{total}</opensearch:totalResults>
+  <opensearch:startIndex>{start}</opensearch:startIndex>
+  <opensearch:itemsPerPage>{per_page}</opensearch:itemsPerPage>
+"""
+
+
+def arxiv_entry(record: dict) -> str:
+    """One Atom `entry` of the arXiv API, shaped as export.arxiv.org answers it (shared/sources.md)."""
+    from xml.sax.saxutils import escape, quoteattr
+
+    categories = record.get("categories") or ["cs.LG"]
+    authors = "".join(f"<author><name>{escape(a)}</name></author>" for a in record.get("authors", []))
+    terms = "".join(f'<category term={quoteattr(c)} scheme="http://arxiv.org/schemas/atom"/>' for c in categories)
+    return f"""  <entry>
+    <id>http://arxiv.org/abs/{record["id"]}v1</id>
+    <updated>2026-11-25T18:20:03Z</updated>
+    <published>{record.get("published_at", "2026-11-25T17:59:00Z")}</published>
+    <title>{escape(record["title"])}</title>
+    <summary>{escape(record.get("abstract", ""))}</summary>
+    {authors}
+    <link href="http://arxiv.org/abs/{record["id"]}v1" rel="alternate" type="text/html"/>
+    <link title="pdf" href="http://arxiv.org/pdf/{record["id"]}v1" rel="related" type="application/pdf"/>
+    <arxiv:primary_category term={quoteattr(categories[0])} scheme="http://arxiv.org/schemas/atom"/>
+    {terms}
+  </entry>
+"""
+
+
+def arxiv_feed(records: list[dict], total: int | None = None, start: int = 0, per_page: int = 200) -> bytes:
+    """An arXiv API answer: one page of entries and the totalResults the server claims."""
+    head = ATOM_HEAD.format(total=len(records) if total is None else total, start=start, per_page=per_page)
+    return (head + "".join(arxiv_entry(r) for r in records) + "</feed>\n").encode()

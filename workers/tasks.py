@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from digest.bounces import process_mailbox
 from digest.config import get_settings
 from digest.db import ensure_schema, get_engine, session_factory
@@ -23,12 +25,12 @@ def _sessions():
     return settings, session_factory(engine)
 
 
-@app.task(name="digest.fetch")
+@app.task(name="digest.fetch")  # its own queue and time limits: workers/app.py
 def fetch() -> dict:
     """Fetch every configured source. Sources retry their own transient errors; a source that
     still fails makes the task fail (visible in monitoring) after the others were stored."""
     settings, factory = _sessions()
-    report = fetch_papers(factory, settings)
+    report = fetch_papers(factory, settings, passthrough=(SoftTimeLimitExceeded,))
     summary = {
         "new": report.counts.new,
         "updated": report.counts.updated,

@@ -12,12 +12,14 @@ from digest.sources.arxiv import ArxivSource
 from digest.sources.base import FetchResult, PaperRecord, Source
 from digest.sources.file import FileSource
 from digest.sources.hf import HuggingFaceSource
+from digest.sources.http import Limits
 
 __all__ = ["FetchResult", "PaperRecord", "Source", "make_source"]
 
 
 def make_source(spec: SourceSpec, settings: Settings, client: httpx.Client) -> Source:
-    retry = {"attempts": settings.http_attempts, "backoff": settings.http_backoff}
+    limits = Limits.from_settings(settings)
+    retry = {"attempts": settings.http_attempts, "backoff": settings.http_backoff, "limits": limits}
     if spec.kind == "hf":
         return HuggingFaceSource(client, settings.hf_api_url, **retry)
     if spec.kind == "arxiv":

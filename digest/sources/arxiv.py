@@ -24,8 +24,9 @@ from digest.sources.base import (
     normalise_arxiv_id,
     parse_datetime,
     parse_each,
+    texts,
 )
-from digest.sources.http import Fetcher
+from digest.sources.http import Fetcher, Limits
 
 NS = {
     "atom": "http://www.w3.org/2005/Atom",
@@ -33,7 +34,12 @@ NS = {
     "opensearch": "http://a9.com/-/spec/opensearch/1.1/",
 }
 PAGE_SIZE = 200
-MAX_RESULTS = 30_000  # the API's own ceiling
+# arXiv receives about 1,000 to 1,500 new submissions a weekday in all its categories together
+# (about 24,000 a month in 2024, by its own statistics), and the query covers two days: 5,000
+# results is past any real answer, even for every category at once. A server reporting more (the
+# API's own ceiling is 30,000) or repeating pages is broken, and must not cost hundreds of requests.
+MAX_PAGES = 25
+MAX_RESULTS = PAGE_SIZE * MAX_PAGES
 REQUEST_INTERVAL = 3.0
 
 
@@ -49,7 +55,7 @@ def _text(entry: Element, path: str) -> str:
     return clean_text(node.text) if node is not None and node.text else ""
 
 
-def parse_entry(entry: Element) -> PaperRecord:
+def parse_entry(entry: Element, ignored: list[str]) -> PaperRecord:
     raw_id = _text(entry, "atom:id")
     arxiv_id = normalise_arxiv_id(raw_id)
     if not arxiv_id:
@@ -57,17 +63,13 @@ def parse_entry(entry: Element) -> PaperRecord:
     title = _text(entry, "atom:title")
     if not title:
         raise ValueError(f"{arxiv_id}: no title")
-    primary = entry.find("arxiv:primary_category", NS)
-    categories = [primary.get("term")] if primary is not None and primary.get("term") else []
-    for node in entry.findall("atom:category", NS):
-        term = node.get("term")
-        if term and term not in categories:
-            categories.append(term)
+    nodes = [entry.find("arxiv:primary_category", NS), *entry.findall("atom:category", NS)]
+    categories = list(dict.fromkeys(texts(node.get("term") for node in nodes if node is not None)))
     return PaperRecord(
         id=arxiv_id,
         title=title,
         abstract=_text(entry, "atom:summary"),
-        authors=[clean_text(n.text) for n in entry.findall("atom:author/atom:name", NS) if n.text and n.text.strip()],
+        authors=texts(n.text for n in entry.findall("atom:author/atom:name", NS)),
         categories=categories,
         published_at=parse_datetime(_text(entry, "atom:published")),
         source="arxiv",
@@ -75,7 +77,9 @@ def parse_entry(entry: Element) -> PaperRecord:
 
 
 def parse_feed(body: bytes, url: str) -> tuple[list[PaperRecord], list[str], int]:
-    """Return (papers, skipped, total results); raise SourceError for an unreadable or error feed."""
+    """Return (papers, skipped, total results); raise SourceError for an unreadable or error feed.
+    Entries are XML text, so no field can have a wrong type: an entry is skipped only for a
+    missing id or title."""
     try:
         root = ElementTree.fromstring(body)
     except (ParseError, DefusedXmlException) as exc:
@@ -86,8 +90,9 @@ def parse_feed(body: bytes, url: str) -> tuple[list[PaperRecord], list[str], int
     if len(entries) == 1 and "/api/errors" in _text(entries[0], "atom:id"):
         raise SourceError(f"arxiv: the API refused the query: {_text(entries[0], 'atom:summary')}")
     total_text = _text(root, "opensearch:totalResults")
-    total = int(total_text) if total_text.isdigit() else len(entries)
-    papers, skipped = parse_each(entries, parse_entry, "arxiv entry")
+    # Longer than 12 digits is no count (and int() refuses 4,300 digits): read it as "this page".
+    total = int(total_text) if total_text.isascii() and total_text.isdigit() and len(total_text) <= 12 else len(entries)
+    papers, skipped, _ = parse_each(((f"arxiv entry {n}", e) for n, e in enumerate(entries)), parse_entry)
     return papers, skipped, total
 
 
@@ -102,18 +107,20 @@ class ArxivSource:
         sleep: Callable[[float], None] = time.sleep,
         attempts: int = 4,
         backoff: float = REQUEST_INTERVAL,
+        limits: Limits = Limits(),
     ) -> None:
         self.url = f"{api_url}/api/query"
         self.categories = categories
         self.fetcher = Fetcher(
-            client, "arxiv", attempts=attempts, backoff=backoff, min_interval=REQUEST_INTERVAL, sleep=sleep
+            client, "arxiv", attempts=attempts, backoff=backoff, min_interval=REQUEST_INTERVAL, sleep=sleep, limits=limits
         )
 
     def fetch(self, day: date) -> FetchResult:
         result = FetchResult(f"arxiv:{'+'.join(self.categories)}")
         query = search_query(self.categories, day)
+        seen: set[str] = set()
         start = 0
-        while start < MAX_RESULTS:
+        for _ in range(MAX_PAGES):
             params = {
                 "search_query": query,
                 "start": start,
@@ -121,10 +128,21 @@ class ArxivSource:
                 "sortBy": "submittedDate",
                 "sortOrder": "descending",
             }
-            response = self.fetcher.get(self.url, params)
-            papers, skipped, total = parse_feed(response.content, self.url)
-            result.papers.extend(papers)
-            result.skipped.extend(skipped)
+            papers, skipped, total = parse_feed(self.fetcher.get(self.url, params), self.url)
+            if total > MAX_RESULTS:
+                raise SourceError(
+                    f"arxiv: the API reports {total:,} results for 2 days of {'+'.join(self.categories)}, more "
+                    f"than the {MAX_RESULTS:,} a fetch reads (all of arXiv gets about 1,500 a day): nothing stored"
+                )
+            fresh = [p for p in papers if p.id not in seen]
+            if papers and not fresh:
+                result.notes.append(
+                    f"the page at start={start} repeated papers already read (the server ignores `start`?): "
+                    f"kept the {len(seen)} read of the {total:,} it reports"
+                )
+                break
+            seen.update(p.id for p in fresh)
+            result.add(fresh, skipped, [])
             start += len(papers) + len(skipped)
             if not papers and not skipped or start >= total:
                 break

@@ -13,40 +13,64 @@ from pathlib import Path
 from digest.errors import SourceError
 from digest.sources.base import (
     FetchResult,
+    OptionalCount,
+    OptionalInstant,
+    OptionalText,
+    OptionalTexts,
     PaperRecord,
+    Shape,
+    Texts,
+    check_shape,
     clean_text,
     http_url_or_none,
     normalise_arxiv_id,
-    parse_datetime,
+    parse_each,
+    texts,
 )
 
 
-def parse_record(obj: object) -> PaperRecord:
+class Line(Shape):
+    id: str
+    title: str | None = None
+    abstract: str | None = None
+    authors: Texts | None = None
+    categories: OptionalTexts = None
+    published_at: OptionalInstant = None
+    upvotes: OptionalCount = None
+    github_repo: OptionalText = None
+    project_page: OptionalText = None
+    keywords: OptionalTexts = None
+
+
+def parse_line(text: str, ignored: list[str]) -> PaperRecord:
+    try:
+        obj = json.loads(text)  # a JSONDecodeError is a ValueError: the line is skipped
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    return parse_record(obj, ignored)
+
+
+def parse_record(obj: object, ignored: list[str] | None = None) -> PaperRecord:
     if not isinstance(obj, dict):
         raise ValueError("line is not a JSON object")
-    arxiv_id = normalise_arxiv_id(obj.get("id"))
+    line = check_shape(Line, obj, [] if ignored is None else ignored)
+    arxiv_id = normalise_arxiv_id(line.id)
     if not arxiv_id:
-        raise ValueError(f"id {obj.get('id')!r} is not an arXiv id")
-    title = clean_text(obj.get("title"))
+        raise ValueError(f"id {line.id!r} is not an arXiv id")
+    title = clean_text(line.title)
     if not title:
         raise ValueError(f"{arxiv_id}: no title")
-    upvotes = obj.get("upvotes")
-
-    def strings(key: str) -> list[str]:
-        values = obj.get(key) or []
-        return [clean_text(v) for v in values if isinstance(v, str) and v.strip()] if isinstance(values, list) else []
-
     return PaperRecord(
         id=arxiv_id,
         title=title,
-        abstract=clean_text(obj.get("abstract")),
-        authors=strings("authors"),
-        categories=strings("categories"),
-        published_at=parse_datetime(obj.get("published_at")),
-        upvotes=upvotes if isinstance(upvotes, int) and upvotes >= 0 else None,
-        github_repo=http_url_or_none(obj.get("github_repo")),
-        project_page=http_url_or_none(obj.get("project_page")),
-        keywords=strings("keywords"),
+        abstract=clean_text(line.abstract),
+        authors=texts(line.authors),
+        categories=texts(line.categories),
+        published_at=line.published_at,
+        upvotes=line.upvotes,
+        github_repo=http_url_or_none(line.github_repo),
+        project_page=http_url_or_none(line.project_page),
+        keywords=texts(line.keywords),
         source="file",
     )
 
@@ -63,13 +87,8 @@ class FileSource:
             lines = self.path.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             raise SourceError(f"file:{self.path}: cannot read ({exc.__class__.__name__}: {exc})") from None
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                result.papers.append(parse_record(json.loads(line)))
-            except (json.JSONDecodeError, ValueError) as exc:
-                result.skipped.append(f"{self.path}:{number}: {exc}")
+        numbered = ((f"{self.path}:{n}", line) for n, line in enumerate(lines, 1) if line.strip())
+        result.add(*parse_each(numbered, parse_line))
         if result.skipped and not result.papers:
             raise SourceError(f"file:{self.path}: no line could be read ({result.skipped[0]})")
         return result

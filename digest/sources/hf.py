@@ -6,67 +6,89 @@ import json
 import time
 from collections.abc import Callable
 from datetime import date
+from typing import Annotated
 
 import httpx
 
 from digest.errors import SourceError
 from digest.sources.base import (
     FetchResult,
+    Ignorable,
+    OptionalCount,
+    OptionalInstant,
+    OptionalText,
+    OptionalTexts,
     PaperRecord,
+    Shape,
+    check_shape,
     clean_text,
     http_url_or_none,
     normalise_arxiv_id,
-    parse_datetime,
     parse_each,
+    texts,
 )
-from digest.sources.http import Fetcher
+from digest.sources.http import Fetcher, Limits
 
 PAGE_SIZE = 100
 MAX_PAGES = 50  # 5,000 papers a day is far past any real day: a bound, not a limit
 
 
-def parse_item(item: object) -> PaperRecord:
-    """One array item -> PaperRecord; ValueError names what is missing."""
-    if not isinstance(item, dict):
-        raise ValueError("item is not an object")
-    paper = item.get("paper")
-    if not isinstance(paper, dict):
-        raise ValueError("item has no 'paper' object")
-    arxiv_id = normalise_arxiv_id(paper.get("id"))
+class HFAuthor(Shape):
+    name: str | None = None
+
+
+class HFPaper(Shape):
+    """`paper` of an /api/daily_papers item (shared/sources.md); only what a digest uses."""
+
+    id: str
+    title: str | None = None
+    summary: str | None = None
+    authors: list[Annotated[HFAuthor | None, Ignorable]] | None = None
+    publishedAt: OptionalInstant = None  # noqa: N815 (the API's names)
+    upvotes: OptionalCount = None
+    githubRepo: OptionalText = None  # noqa: N815
+    projectPage: OptionalText = None  # noqa: N815
+    ai_keywords: OptionalTexts = None
+
+
+class HFItem(Shape):
+    paper: HFPaper
+    title: str | None = None  # copies of the paper's, used when the paper lacks them
+    summary: str | None = None
+
+
+def parse_item(raw: object, ignored: list[str]) -> PaperRecord:
+    """One array item -> PaperRecord; ValueError (a ValidationError included) says what is wrong."""
+    item = check_shape(HFItem, raw, ignored)
+    paper = item.paper
+    arxiv_id = normalise_arxiv_id(paper.id)
     if not arxiv_id:
-        raise ValueError(f"paper.id {paper.get('id')!r} is not an arXiv id")
-    title = clean_text(paper.get("title") or item.get("title"))
+        raise ValueError(f"paper.id {paper.id!r} is not an arXiv id")
+    title = clean_text(paper.title or item.title)
     if not title:
         raise ValueError(f"{arxiv_id}: no title")
-    authors = [
-        clean_text(a.get("name"))
-        for a in paper.get("authors") or []
-        if isinstance(a, dict) and clean_text(a.get("name"))
-    ]
-    upvotes = paper.get("upvotes")
-    keywords = paper.get("ai_keywords") or []
     return PaperRecord(
         id=arxiv_id,
         title=title,
-        abstract=clean_text(paper.get("summary") or item.get("summary")),
-        authors=authors,
-        published_at=parse_datetime(paper.get("publishedAt")),
-        upvotes=upvotes if isinstance(upvotes, int) and upvotes >= 0 else None,
-        github_repo=http_url_or_none(paper.get("githubRepo")),
-        project_page=http_url_or_none(paper.get("projectPage")),
-        keywords=[clean_text(k) for k in keywords if isinstance(k, str)] if isinstance(keywords, list) else [],
+        abstract=clean_text(paper.summary or item.summary),
+        authors=texts(a.name for a in paper.authors or [] if a is not None),
+        published_at=paper.publishedAt,
+        upvotes=paper.upvotes,
+        github_repo=http_url_or_none(paper.githubRepo),
+        project_page=http_url_or_none(paper.projectPage),
+        keywords=texts(paper.ai_keywords),
         source="hf",
     )
 
 
-def parse_page(body: bytes, url: str) -> tuple[list[PaperRecord], list[str]]:
+def parse_page(body: bytes, url: str) -> tuple[list[PaperRecord], list[str], list[str]]:
     try:
         items = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise SourceError(f"hf: {url} did not answer JSON ({exc.__class__.__name__}: {exc})") from None
     if not isinstance(items, list):
         raise SourceError(f"hf: {url} answered a {type(items).__name__}, expected a list of papers")
-    return parse_each(items, parse_item, "hf item")
+    return parse_each(((f"hf item {n}", item) for n, item in enumerate(items)), parse_item)
 
 
 class HuggingFaceSource:
@@ -79,22 +101,22 @@ class HuggingFaceSource:
         sleep: Callable[[float], None] = time.sleep,
         attempts: int = 4,
         backoff: float = 2.0,
+        limits: Limits = Limits(),
     ) -> None:
         self.url = f"{api_url}/api/daily_papers"
-        self.fetcher = Fetcher(client, "hf", attempts=attempts, backoff=backoff, sleep=sleep)
+        self.fetcher = Fetcher(client, "hf", attempts=attempts, backoff=backoff, sleep=sleep, limits=limits)
 
     def fetch(self, day: date) -> FetchResult:
         result = FetchResult(self.name)
         seen: set[str] = set()
         for page in range(MAX_PAGES):
-            response = self.fetcher.get(self.url, {"date": day.isoformat(), "p": page, "limit": PAGE_SIZE})
-            papers, skipped = parse_page(response.content, self.url)
-            result.skipped.extend(skipped)
+            body = self.fetcher.get(self.url, {"date": day.isoformat(), "p": page, "limit": PAGE_SIZE})
+            papers, skipped, ignored = parse_page(body, self.url)
             fresh = [p for p in papers if p.id not in seen]
             if not papers and not skipped:
                 break
             if papers and not fresh:
                 break  # a server that ignores `p` would otherwise repeat page 0 forever
             seen.update(p.id for p in fresh)
-            result.papers.extend(fresh)
+            result.add(fresh, skipped, ignored)
         return result

@@ -6,6 +6,7 @@ import pytest
 
 from digest.errors import SourceError
 from digest.sources.arxiv import ArxivSource, search_query
+from tests.factories import arxiv_feed
 
 FEED = (Path(__file__).parents[1] / "fixtures" / "arxiv_feed.xml").read_bytes()
 DAY = date(2026, 11, 26)
@@ -70,3 +71,38 @@ def test_rate_exceeded_is_retried():
     result = arxiv(lambda r: answers.pop(0), sleeps).fetch(DAY)
     assert len(result.papers) == 2
     assert sleeps and sleeps[0] >= 3.0
+
+
+def records(count: int, first: int = 0) -> list[dict]:
+    return [{"id": f"2611.{n:05d}", "title": f"Paper {n}"} for n in range(first, first + count)]
+
+
+def test_an_absurd_total_is_refused_after_the_first_page():
+    requests = []
+    handler = lambda r: (requests.append(r), httpx.Response(200, content=arxiv_feed(records(200), total=30_000)))[1]
+    with pytest.raises(SourceError) as error:
+        arxiv(handler).fetch(DAY)
+    assert str(error.value).startswith("arxiv: the API reports 30,000 results for 2 days of cs.LG+cs.CL")
+    assert len(requests) == 1
+
+
+def test_a_server_ignoring_start_is_stopped_at_the_first_repeated_page_and_what_was_read_is_kept():
+    requests = []
+    handler = lambda r: (requests.append(r), httpx.Response(200, content=arxiv_feed(records(200), total=600)))[1]
+    result = arxiv(handler).fetch(DAY)
+    assert len(result.papers) == 200
+    assert [r.url.params["start"] for r in requests] == ["0", "200"]
+    assert result.notes == ["the page at start=200 repeated papers already read (the server ignores `start`?): "
+                            "kept the 200 read of the 600 it reports"]
+
+
+def test_pages_go_on_until_the_reported_total():
+    pages = {str(s): arxiv_feed(records(200, s), total=450, start=s) for s in (0, 200)} | {"400": arxiv_feed(records(50, 400), total=450)}
+    result = arxiv(lambda r: httpx.Response(200, content=pages[r.url.params["start"]])).fetch(DAY)
+    assert len(result.papers) == 450 and result.notes == []
+
+
+def test_text_and_terms_of_an_entry_are_cleaned():
+    feed = arxiv_feed([{"id": "2611.00001", "title": "A\x85 title\x9f", "categories": ["cs.LG\x80"], "authors": ["Bo\x9f Li"]}])
+    [paper] = arxiv(lambda r: httpx.Response(200, content=feed)).fetch(DAY).papers
+    assert (paper.title, paper.categories, paper.authors) == ("A title", ["cs.LG"], ["Bo Li"])

@@ -135,3 +135,78 @@ def test_a_server_ignoring_the_page_parameter_does_not_loop_forever():
     result = source(lambda r: (requests.append(r), httpx.Response(200, content=json.dumps(items)))[1]).fetch(DAY)
     assert len(result.papers) == 1
     assert len(requests) == 2
+
+
+def one_page(items: list) -> HuggingFaceSource:
+    return source(lambda r: httpx.Response(200, json=items if r.url.params["p"] == "0" else []))
+
+
+@pytest.mark.parametrize(
+    "field, value, reason",
+    [
+        ("authors", 7, "paper.authors: Input should be a valid list, got int"),
+        ("authors", "Ana Ruiz, Bo Li", "paper.authors: Input should be a valid list, got str"),
+        ("title", 7, "paper.title: Input should be a valid string, got int"),
+        ("title", ["A title"], "paper.title: Input should be a valid string, got list"),
+        ("summary", {"text": "x"}, "paper.summary: Input should be a valid string, got dict"),
+        ("id", 2611.00002, "paper.id: Input should be a valid string, got float"),
+        ("id", None, "paper.id: Input should be a valid string, got NoneType"),
+    ],
+)
+def test_an_item_whose_paper_fields_have_the_wrong_type_is_skipped_with_its_reason(field, value, reason):
+    good = hf_item({"id": "2611.00001", "title": "Good"})
+    bad = hf_item({"id": "2611.00002", "title": "Bad"})
+    bad["paper"][field] = value
+    result = one_page([good, bad, hf_item({"id": "2611.00003", "title": "Also good"})]).fetch(DAY)
+    assert [p.id for p in result.papers] == ["2611.00001", "2611.00003"]
+    assert result.skipped == [f"hf item 1: {reason}"]
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("upvotes", "7"),
+        ("upvotes", True),
+        ("upvotes", 10**20),  # past PostgreSQL's integer: a DataError for the whole source before
+        ("upvotes", -3),
+        ("githubRepo", 5),
+        ("projectPage", ["https://example.org"]),
+        ("ai_keywords", "pretraining"),
+        ("publishedAt", 1764000000),
+        ("publishedAt", "yesterday"),
+        ("publishedAt", "0001-01-01T00:00:00+05:00"),  # before year 1 in UTC
+    ],
+)
+def test_a_field_the_paper_can_do_without_is_ignored_when_its_type_is_wrong_and_counted(field, value):
+    item = hf_item({"id": "2611.00001", "title": "Good", "upvotes": 4})
+    item["paper"][field] = value
+    result = one_page([item]).fetch(DAY)
+    [paper] = result.papers
+    assert result.skipped == []
+    assert len(result.ignored) == 1 and result.ignored[0].startswith(f"hf item 0: {field}: ")
+    assert paper.title == "Good"
+
+
+def test_a_wrong_entry_in_a_list_is_dropped_and_counted():
+    item = hf_item({"id": "2611.00001", "title": "Good", "authors": ["Ana Ruiz", "Bo Li"], "keywords": ["a"]})
+    item["paper"]["authors"].insert(1, "Zoë Müller")  # a name where an author object belongs
+    item["paper"]["authors"].append({"_id": "x", "name": 12})
+    result = one_page([item]).fetch(DAY)
+    assert result.papers[0].authors == ["Ana Ruiz", "Bo Li"]
+    assert len(result.ignored) == 2
+
+
+def test_null_optional_fields_are_simply_absent():
+    item = hf_item({"id": "2611.00001", "title": "Good"})
+    item["paper"].update(upvotes=None, githubRepo=None, projectPage=None, ai_keywords=None, summary=None, authors=None)
+    result = one_page([item]).fetch(DAY)
+    assert result.ignored == [] and result.skipped == []
+    assert result.papers[0].upvotes is None and result.papers[0].authors == []
+
+
+def test_control_characters_in_any_text_are_cleaned():
+    item = hf_item({"id": "2611.00001", "title": "Pre\x00Train\x1bing", "abstract": "a\x00b\x9fc",
+                    "authors": ["Ana\u0000Ruiz"], "keywords": ["k\x00w"], "github_repo": "https://github.com/x/\x00y"})
+    paper = one_page([item]).fetch(DAY).papers[0]
+    assert (paper.title, paper.abstract, paper.authors, paper.keywords) == ("PreTraining", "abc", ["AnaRuiz"], ["kw"])
+    assert paper.github_repo is None  # a link with a control character is not a link
