@@ -16,10 +16,11 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from digest import counters
 from digest.config import SAMPLE_PAPERS, Settings, SourceSpec
 from digest.errors import SourceError
 from digest.ingest import IngestCounts, store_fetch
-from digest.models import Paper
+from digest.models import FetchRun, Paper
 from digest.sources import make_source
 
 log = logging.getLogger(__name__)
@@ -70,17 +71,32 @@ def fetch_papers(
     report = FetchReport()
     with http_client(settings, transport) as client:
         for spec in specs or settings.source_specs:
+            started = datetime.now(timezone.utc)
             try:
                 result = make_source(spec, settings, client).fetch(day)
             except SourceError as exc:
                 report.errors.append(str(exc))
+                with session_factory() as session, session.begin():
+                    record_run(session, spec, started, IngestCounts(), str(exc))
                 continue
             with session_factory() as session, session.begin():
                 counts = store_fetch(session, result, now)
+                record_run(session, spec, started, counts)
             report.per_source[str(spec)] = counts
             report.counts.add(counts)
             log.info("%s: %d new, %d updated, %d skipped", spec, counts.new, counts.updated, counts.skipped)
     return report
+
+
+def record_run(session: Session, spec: SourceSpec, started: datetime, counts: IngestCounts, error: str | None = None) -> None:
+    """The fetch-run history the admin console shows, written with the papers it counts."""
+    source = str(spec)
+    session.add(FetchRun(source=source, started_at=started, finished_at=datetime.now(timezone.utc), new=counts.new,
+                         updated=counts.updated, unchanged=counts.unchanged, skipped=counts.skipped,
+                         error=error[:2000] if error else None))
+    counters.fetch_result(source, counts.new, counts.updated, counts.unchanged, counts.skipped, error)
+    if error:
+        log.warning("fetch of %s failed: %s", source, error)
 
 
 def store_is_empty(session: Session) -> bool:
