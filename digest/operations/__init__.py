@@ -30,17 +30,20 @@ from digest.operations.console import (
 )
 from digest.operations.health import Readiness, readiness
 from digest.operations.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from digest.operations.metrics import count_into_store, metrics_text, scrape_allowed
+from digest.operations.logs import JsonFormatter, configure_logging
+from digest.operations.metrics import count_into_store, metrics_text, scrape_allowed, stop_counting
 
 __all__ = [
     "ADMIN_COOKIE",
     "LATE_AFTER",
     "METRICS_CONTENT_TYPE",
     "ActionRefused",
+    "JsonFormatter",
     "Overview",
     "Readiness",
     "SubscriberPage",
     "audit_entries",
+    "configure_logging",
     "count_into_store",
     "credentials_match",
     "delete_subscriber",
@@ -58,6 +61,7 @@ __all__ = [
     "signed_in",
     "signed_in_user",
     "signed_out",
+    "stop_counting",
     "subscriber_page",
     "suppress",
     "suppressions",

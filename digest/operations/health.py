@@ -40,7 +40,8 @@ def database_problem(session: Session) -> str | None:
         session.execute(text("SELECT 1"))
         current = MigrationContext.configure(session.connection()).get_current_revision()
     except SQLAlchemyError as exc:
-        return f"the database does not answer ({type(exc.orig or exc).__name__})"
+        session.rollback()  # the unit of work ends cleanly, and the pool forgets the dead connection
+        return f"the database does not answer ({type(getattr(exc, 'orig', None) or exc).__name__})"
     head = head_revision()
     if current != head:
         return f"the schema is at {current or 'nothing'}, this code needs {head}: run `digest db upgrade`"

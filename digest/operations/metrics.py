@@ -74,6 +74,11 @@ def count_into_store(settings: Settings, sessions: Callable[[], Session] | None 
     return True
 
 
+def stop_counting() -> None:
+    """A last write of this process's counts (a worker process that ends)."""
+    counters.close()
+
+
 # ---------------------------------------------------------------- who may scrape
 
 
