@@ -46,3 +46,4 @@ from digest.cli import delivery as _delivery  # noqa: E402,F401
 from digest.cli import search as _search  # noqa: E402,F401
 from digest.cli import subscribers as _subscribers  # noqa: E402,F401
 from digest.cli import preview as _preview  # noqa: E402,F401
+from digest.cli import operations as _operations  # noqa: E402,F401

@@ -17,6 +17,7 @@ from digest.operations.admin import (
     signed_out,
     suppress,
 )
+from digest.operations.check import Check, CheckReport, run_checks
 from digest.operations.console import (
     LATE_AFTER,
     Overview,
@@ -38,6 +39,8 @@ __all__ = [
     "LATE_AFTER",
     "METRICS_CONTENT_TYPE",
     "ActionRefused",
+    "Check",
+    "CheckReport",
     "JsonFormatter",
     "Overview",
     "Readiness",
@@ -54,6 +57,7 @@ __all__ = [
     "remove_suppression",
     "resend_confirmation",
     "retry_delivery",
+    "run_checks",
     "scrape_allowed",
     "search_subscribers",
     "session_cookie",
