@@ -6,13 +6,9 @@ the phone, and the site's Content-Security-Policy is never violated."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 import uuid
 
 import pytest
-import uvicorn
 from playwright.sync_api import expect
 from sqlalchemy import select
 
@@ -22,6 +18,7 @@ from digest.delivery import dispatch, send_batch
 from digest.models import FetchRun, Subscriber, Suppression
 from digest.web import create_app
 from digest.web.ratelimit import RateLimiter
+from tests.browser.serving import bound_socket, serving
 from tests.browser.test_journey import browser, shoot  # noqa: F401 - the journey's browser fixture, shared
 from tests.conftest import REDIS_URL
 from tests.delivery.helpers import EDITION, NOW, add_sample_papers, due_subscriber
@@ -34,9 +31,7 @@ USER, PASSWORD = "operator", "browser admin password"
 
 @pytest.fixture
 def console(committed_db, database_url, tmp_path):
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    base_url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener, base_url = bound_socket()
     with SmtpTestServer() as smtp:
         smtp.faults.rcpt.append(RcptRule("gone@example.org", "550 5.1.1 <gone@example.org>: Recipient address rejected"))
         settings = load_settings(
@@ -59,18 +54,8 @@ def console(committed_db, database_url, tmp_path):
         assert report.sent == 1 and report.bounced == 1
 
         limiter = RateLimiter(50, redis_url=REDIS_URL, prefix=f"digest-test:{uuid.uuid4().hex}")
-        app = create_app(settings, sessions=sessions, limiter=limiter)
-        uv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        thread = threading.Thread(target=uv.run, kwargs={"sockets": [listener]}, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 15
-        while not uv.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-        yield base_url, sessions
-        uv.should_exit = True
-        thread.join(10)
-        listener.close()
+        with serving(create_app(settings, sessions=sessions, limiter=limiter), listener):
+            yield base_url, sessions
 
 
 def fits_a_phone(browser, page) -> None:  # noqa: F811 - the shared fixture's browser
