@@ -79,16 +79,18 @@ def edition_rows(session: Session, limit: int = EDITIONS_SHOWN) -> list[EditionR
     return [EditionRow(e, papers.get(e, 0), counts.get(e, {})) for e in editions]
 
 
+def _per_utc_day(session: Session, column, since: datetime) -> Counter:
+    # PostgreSQL's date() of a timestamptz follows the server's TimeZone: ask for the UTC day.
+    day = func.date(func.timezone("UTC", column)) if session.get_bind().dialect.name == "postgresql" else func.date(column)
+    return Counter({_day(d): n for d, n in session.execute(
+        select(day, func.count()).where(column >= since).group_by(day)
+    )})
+
+
 def growth(session: Session, now: datetime, days: int = GROWTH_DAYS) -> list[tuple[date, int, int]]:
     since = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    joined = Counter({_day(d): n for d, n in session.execute(
-        select(func.date(Subscriber.created_at), func.count())
-        .where(Subscriber.created_at >= since).group_by(func.date(Subscriber.created_at))
-    )})
-    left = Counter({_day(d): n for d, n in session.execute(
-        select(func.date(Subscriber.unsubscribed_at), func.count())
-        .where(Subscriber.unsubscribed_at >= since).group_by(func.date(Subscriber.unsubscribed_at))
-    )})
+    joined = _per_utc_day(session, Subscriber.created_at, since)
+    left = _per_utc_day(session, Subscriber.unsubscribed_at, since)
     return [(day, joined[day], left[day]) for day in (since.date() + timedelta(days=i) for i in range(days))][::-1]
 
 
