@@ -157,6 +157,17 @@ class Settings(BaseSettings):
     http_deadline: float = Field(60.0, gt=0, le=3600)
     fetch_deadline: float = Field(600.0, gt=0, le=3600)
     http_max_bytes: int = Field(10_000_000, gt=0)
+    # Operations (docs/operations.md). /metrics answers only with metrics=1, and asks for the token
+    # as a bearer token when one is set; each process writes its counters to the store this often.
+    metrics: bool = False
+    metrics_token: str = Field("", max_length=500)
+    metrics_flush_interval: float = Field(10.0, gt=0, le=3600)
+    log_format: Literal["text", "json"] = "text"
+    # The admin console at /admin exists only when both are set.
+    admin_user: str = Field("", max_length=200)
+    admin_password: str = Field("", max_length=1000)
+    admin_session_hours: float = Field(8.0, gt=0, le=24 * 30)
+    admin_login_rate_limit: int = Field(10, ge=1)  # login posts per client address per 15 minutes
 
     @field_validator("database_url")
     @classmethod
@@ -192,6 +203,13 @@ class Settings(BaseSettings):
         parse_sources(value)
         return value
 
+    @field_validator("metrics_token", "admin_user")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if any(not 0x21 <= ord(c) <= 0x7E for c in value):
+            raise ValueError("must be printable ASCII without spaces")
+        return value
+
     @field_validator("sender")
     @classmethod
     def _sender(cls, value: str) -> str:
@@ -210,6 +228,15 @@ class Settings(BaseSettings):
     @property
     def sender_domain(self) -> str:
         return self.sender.rsplit("@", 1)[1].strip("> ")
+
+    @property
+    def admin_enabled(self) -> bool:
+        return bool(self.admin_user and self.admin_password)
+
+    @property
+    def broker_configured(self) -> bool:
+        """DIGEST_BROKER_URL was given (not the default a laptop without Redis never uses)."""
+        return "broker_url" in self.model_fields_set and not self.broker_url.startswith("memory")
 
 
 def _env_name(loc: tuple) -> str:

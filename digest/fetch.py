@@ -17,10 +17,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import InterfaceError, OperationalError, StatementError
 from sqlalchemy.orm import Session
 
+from digest import counters
 from digest.config import SAMPLE_PAPERS, Settings, SourceSpec
 from digest.errors import SourceError
 from digest.ingest import IngestCounts, store_fetch
-from digest.models import Paper
+from digest.models import FetchRun, Paper
 from digest.sources import FetchResult, make_source
 
 log = logging.getLogger(__name__)
@@ -74,12 +75,17 @@ def fetch_one(spec: SourceSpec, settings: Settings, client: httpx.Client, day: d
         raise SourceError(f"{spec}: unexpected {one_line(exc)} (a bug: the traceback is in the log)") from None
 
 
-def store_one(session_factory: Callable[[], Session], spec: SourceSpec, result: FetchResult, now: datetime) -> IngestCounts:
-    """Store one source's papers in one transaction; SourceError when the database refuses that
-    data. An unreachable database is not one source's problem: that error goes through."""
+def store_one(
+    session_factory: Callable[[], Session], spec: SourceSpec, result: FetchResult, now: datetime, started: datetime
+) -> IngestCounts:
+    """Store one source's papers and its fetch run in one transaction; SourceError when the
+    database refuses that data. An unreachable database is not one source's problem: that error
+    goes through."""
     try:
         with session_factory() as session, session.begin():
-            return store_fetch(session, result, now)
+            counts = store_fetch(session, result, now)
+            record_run(session, spec, started, counts)
+            return counts
     except (OperationalError, InterfaceError):
         raise
     except StatementError as exc:
@@ -113,17 +119,31 @@ def fetch_papers(
     report = FetchReport()
     with http_client(settings, transport) as client:
         for spec in specs or settings.source_specs:
+            started = datetime.now(timezone.utc)
             try:
                 result = fetch_one(spec, settings, client, day, passthrough)
-                counts = store_one(session_factory, spec, result, now)
+                counts = store_one(session_factory, spec, result, now, started)
             except SourceError as exc:
                 report.errors.append(str(exc))
+                with session_factory() as session, session.begin():
+                    record_run(session, spec, started, IngestCounts(), str(exc))
                 continue
             report.notes.extend(notes_of(spec, result))
             report.per_source[str(spec)] = counts
             report.counts.add(counts)
             log.info("%s: %d new, %d updated, %d skipped", spec, counts.new, counts.updated, counts.skipped)
     return report
+
+
+def record_run(session: Session, spec: SourceSpec, started: datetime, counts: IngestCounts, error: str | None = None) -> None:
+    """The fetch-run history the admin console shows, written with the papers it counts."""
+    source = str(spec)
+    session.add(FetchRun(source=source, started_at=started, finished_at=datetime.now(timezone.utc), new=counts.new,
+                         updated=counts.updated, unchanged=counts.unchanged, skipped=counts.skipped,
+                         error=error[:2000] if error else None))
+    counters.fetch_result(source, counts.new, counts.updated, counts.unchanged, counts.skipped, error)
+    if error:
+        log.warning("fetch of %s failed: %s", source, error)
 
 
 def store_is_empty(session: Session) -> bool:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -114,7 +115,7 @@ class Subscriber(Base):
     notify_empty: Mapped[bool] = mapped_column(Boolean, default=False)
     # Bumping it invalidates every link sent before (settings, unsubscribe, view).
     token_version: Mapped[int] = mapped_column(Integer, default=1)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)  # growth per day
     confirmed_at: Mapped[datetime | None]
     unsubscribed_at: Mapped[datetime | None]
     confirmation_sent_at: Mapped[datetime | None]
@@ -161,6 +162,9 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("subscriber_id", "edition", name="uq_delivery_subscriber_edition"),
         Index("ix_deliveries_status_next_attempt", "status", "next_attempt_at"),
+        # For the console and /metrics: counts per edition and status, the oldest row not yet sent.
+        Index("ix_deliveries_edition_status", "edition", "status"),
+        Index("ix_deliveries_status_created", "status", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -188,3 +192,46 @@ class Suppression(Base):
     email: Mapped[str] = mapped_column(String(320), primary_key=True)
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FetchRun(Base):
+    """One source's part of a fetch: when, what it stored, and the error when it failed."""
+
+    __tablename__ = "fetch_runs"
+    __table_args__ = (Index("ix_fetch_runs_source_started", "source", "started_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(500))  # as in DIGEST_SOURCES: hf, arxiv:cs.LG, file:PATH
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    new: Mapped[int] = mapped_column(Integer, default=0)
+    updated: Mapped[int] = mapped_column(Integer, default=0)
+    unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class AuditEntry(Base):
+    """Every change made in the admin console: who, what, when, to what. The target names a row
+    (`subscriber:12`, `delivery:34`) or a keyed hash of an address, never the address itself, so
+    that deleting a subscriber leaves nothing of their address behind."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(200), default="")
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class MetricTotal(Base):
+    """A counter's total over every process that ever counted it (digest.counters): each process
+    adds what it counted since its last write, so /metrics on any machine shows the sum."""
+
+    __tablename__ = "metric_totals"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)  # a sample name, e.g. digest_x_total
+    labels: Mapped[str] = mapped_column(String(500), primary_key=True, default="")  # JSON object, sorted keys
+    value: Mapped[float] = mapped_column(Float, default=0.0)

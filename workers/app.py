@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from celery import Celery
 from celery.schedules import crontab
+from celery.signals import setup_logging, worker_process_init, worker_process_shutdown
 
+from digest import operations
 from digest.config import get_settings
 
 settings = get_settings()
@@ -56,3 +58,20 @@ app.conf.update(
         "process-bounces": {"task": "digest.process_bounces", "schedule": crontab(minute="*/10")},
     },
 )
+
+
+@setup_logging.connect
+def _logging(loglevel=None, **_) -> None:
+    # Connected, so Celery leaves logging to us: one format (DIGEST_LOG_FORMAT) for every process.
+    operations.configure_logging(settings.log_format, loglevel or "INFO")
+
+
+@worker_process_init.connect
+def _count(**_) -> None:
+    # In each pool process, after the fork: what it counts goes to the store (DIGEST_METRICS=1).
+    operations.count_into_store(settings)
+
+
+@worker_process_shutdown.connect
+def _last_count(**_) -> None:
+    operations.stop_counting()

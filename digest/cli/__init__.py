@@ -8,7 +8,9 @@ import sys
 
 import click
 
+from digest.config import get_settings
 from digest.errors import ConfigError, DigestError
+from digest.operations import configure_logging, count_into_store
 
 
 class DigestGroup(click.Group):
@@ -27,15 +29,15 @@ class DigestGroup(click.Group):
 
 @click.group(cls=DigestGroup)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug details.")
-def main(verbose: bool) -> None:
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
     """Daily Papers Digest: fetch papers, match topics, send one digest a morning."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    settings = get_settings()
+    configure_logging(settings.log_format, logging.DEBUG if verbose else logging.INFO)
     for noisy in ("httpx", "httpcore", "alembic"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    if ctx.invoked_subcommand != "check":  # `digest check` writes nothing, not even its counts
+        count_into_store(settings)
 
 
 # Commands register themselves on `main` when their module is imported.
@@ -44,3 +46,4 @@ from digest.cli import delivery as _delivery  # noqa: E402,F401
 from digest.cli import search as _search  # noqa: E402,F401
 from digest.cli import subscribers as _subscribers  # noqa: E402,F401
 from digest.cli import preview as _preview  # noqa: E402,F401
+from digest.cli import operations as _operations  # noqa: E402,F401

@@ -79,4 +79,5 @@ def web_command(host: str, port: int | None) -> None:
     app = create_app(settings)
     click.echo(f"serving on http://{host}:{port or settings.port} (links point at {settings.base_url})")
     # proxy_headers: behind a reverse proxy the client address (for rate limits) comes from X-Forwarded-For.
-    uvicorn.run(app, host=host, port=port or settings.port, proxy_headers=True, log_level="info")
+    # log_config=None: uvicorn's loggers go through the CLI's handler, in DIGEST_LOG_FORMAT.
+    uvicorn.run(app, host=host, port=port or settings.port, proxy_headers=True, log_level="info", log_config=None)

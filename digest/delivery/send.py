@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from digest import counters
 from digest.config import Settings
 from digest.delivery import ledger
 from digest.delivery.compose import Built, Composed, DigestComposer, Job, build_batch
@@ -101,6 +102,7 @@ class BatchSender:
 
     def count(self, name: str) -> None:
         setattr(self.report, name, getattr(self.report, name) + 1)
+        counters.delivery_outcome(name)
         self.progress(**{name: 1})
 
     def skip(self, delivery_id: int, reason: str) -> None:

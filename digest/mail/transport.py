@@ -18,6 +18,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Protocol
 
+from digest import counters
 from digest.config import Settings, SmtpSettings
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,17 @@ class SmtpTransport:
     def send(self, message: EmailMessage | bytes, sender: str, recipient: str, name: str | None = None) -> None:
         data = wire_bytes(message)
         self.pacer.wait()
+        started, code = time.perf_counter(), None
+        try:
+            self._exchange(data, sender, recipient)
+            code = 250
+        except DeliveryFailure as exc:
+            code = exc.code
+            raise
+        finally:
+            counters.smtp_exchange(code, time.perf_counter() - started)
+
+    def _exchange(self, data: bytes, sender: str, recipient: str) -> None:
         for attempt in range(self.reconnects_per_message + 1):
             if self._connection is None:
                 self._connection = self._connect()

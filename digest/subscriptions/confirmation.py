@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from digest import counters
 from digest.config import Settings
 from digest.mail import DeliveryFailure, confirm_url, confirmation_message, envelope_sender, open_transport
 from digest.models import Subscriber, SubscriberStatus
@@ -50,6 +51,7 @@ def send_confirmation(session: Session, subscriber: Subscriber, settings: Settin
     except DeliveryFailure as exc:
         log.warning("confirmation for subscriber %s not sent: %s", subscriber.id, exc)
         return False
+    counters.confirmation_sent()
     window_start = subscriber.confirmation_sent_at
     if window_start is None or now - window_start >= CONFIRMATION_WINDOW:
         subscriber.confirmation_sent_at = now

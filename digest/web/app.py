@@ -13,10 +13,11 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from digest import operations
 from digest.config import REPO_ROOT, Settings
 from digest.db import ensure_schema, make_engine, session_factory
 from digest.tokens import ExpiredToken
-from digest.web import routes
+from digest.web import admin, ops, routes
 from digest.web.csrf import COOKIE, CsrfProtect
 from digest.web.deps import LinkRefused
 from digest.web.ratelimit import RateLimiter
@@ -151,5 +152,8 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     app.include_router(routes.router)
+    app.include_router(ops.router)
+    admin.install(app)
+    operations.count_into_store(settings, sessions)
     return app
 

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from digest import read
+from digest import counters, read
 from digest import subscriptions as subs
 from digest.delivery import edition_page as full_edition_page
 from digest.mail import settings_url
@@ -71,6 +71,7 @@ async def landing(request: Request):
 async def subscribe(request: Request):
     client = request.client.host if request.client else "unknown"
     if not await run_in_threadpool(request.app.state.limiter.allow, client):
+        counters.subscribe_refused()
         return pages_of(request).error(
             request, 429, "Too many requests", "This address sent too many subscribe requests. Try again in an hour.",
             headers={"Retry-After": "3600"},

@@ -8,12 +8,10 @@ from __future__ import annotations
 import re
 import socket
 import threading
-import time
 import uuid
 from email import message_from_bytes, policy
 
 import pytest
-import uvicorn
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
@@ -29,6 +27,7 @@ from digest.read import preview_topics
 from digest.web import create_app
 from digest.web.ratelimit import RateLimiter
 from tests.conftest import REDIS_URL
+from tests.browser.serving import serving
 from tests.factories import sample_records
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -88,18 +87,8 @@ def server(committed_db, database_url, inbox, tmp_path):
     with sessions() as session, session.begin():
         store_papers(session, [parse_record(r) for r in sample_records()])
     limiter = RateLimiter(50, redis_url=REDIS_URL, prefix=f"digest-test:{uuid.uuid4().hex}")
-    app = create_app(settings, sessions=sessions, limiter=limiter)
-    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not uv.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield base_url, sessions, settings
-    uv.should_exit = True
-    thread.join(10)
-    listener.close()
+    with serving(create_app(settings, sessions=sessions, limiter=limiter), listener):
+        yield base_url, sessions, settings
 
 
 @pytest.fixture
