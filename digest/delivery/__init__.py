@@ -24,6 +24,7 @@ from digest.delivery.ledger import Recorder, claim
 from digest.delivery.runner import SendRun, send_now
 from digest.delivery.send import SendReport, send_batch
 from digest.delivery.windows import backoff, window_start
+from digest.mail import check_sending
 
 __all__ = [
     "DigestComposer",
@@ -34,6 +35,7 @@ __all__ = [
     "SendRun",
     "backoff",
     "build_batch",
+    "check_sending",
     "claim",
     "composer_for",
     "create_edition_rows",

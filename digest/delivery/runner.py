@@ -33,7 +33,7 @@ from digest.delivery.send import SendReport, send_batch, send_claimed
 from digest.delivery.windows import utcnow
 from digest.editions import edition_paper_count, latest_closed_edition, latest_edition
 from digest.errors import DigestError
-from digest.mail import OutboxTransport, Transport, make_transport
+from digest.mail import OutboxTransport, Transport, check_sending, make_transport
 from digest.models import Subscriber, SubscriberStatus
 
 log = logging.getLogger(__name__)
@@ -279,7 +279,9 @@ def send_now(
     progress_factory: Callable[[int], object] | None = None,
     transport: Transport | None = None,
 ) -> SendRun:
-    """`digest send`: everything in one process over one connection (see the module docstring)."""
+    """`digest send`: everything in one process over one connection (see the module docstring).
+    A configuration fault (ConfigError) is raised before any row is created or claimed."""
+    check_sending(settings)
     now = now or utcnow()
     with factory() as session:
         email = _active_address(session, email)

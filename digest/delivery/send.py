@@ -19,10 +19,18 @@ from typing import Protocol
 
 from digest.config import Settings
 from digest.delivery import ledger
-from digest.delivery.compose import Built, Composed, DigestComposer, Job, build_batch
+from digest.delivery.compose import BuildFailure, Built, Composed, DigestComposer, Job, build_batch
 from digest.delivery.ledger import Recorder, SessionFactory
 from digest.delivery.windows import FIRST_BACKOFF, SAME_RUN_TRIES, backoff, given_up, utcnow
-from digest.mail import PermanentFailure, ServerUnavailable, TransientFailure, Transport, envelope_sender, open_transport
+from digest.mail import (
+    PermanentFailure,
+    ServerUnavailable,
+    TransientFailure,
+    Transport,
+    check_sending,
+    envelope_sender,
+    open_transport,
+)
 from digest.models import DeliveryStatus
 
 log = logging.getLogger(__name__)
@@ -107,11 +115,14 @@ class BatchSender:
         self.record(delivery_id, status=DeliveryStatus.skipped, last_error=reason)
         self.count("suppressed" if reason == "suppressed" else "skipped")
 
-    def ready(self, job: Job, composed: Composed | None | str) -> bool:
+    def ready(self, job: Job, composed: Composed | None | BuildFailure) -> bool:
         """Whether this job has a message to send; records the ones that do not."""
-        if isinstance(composed, str):  # building it failed
-            self.record(job.delivery_id, status=DeliveryStatus.failed, last_error=composed[:1000])
-            self.count("failed")
+        if isinstance(composed, BuildFailure):  # only the subscriber's own data fails it for good
+            if composed.final:
+                self.record(job.delivery_id, status=DeliveryStatus.failed, last_error=composed.reason[:1000])
+                self.count("failed")
+            else:
+                self.leave_for_later(job, composed.reason)
             return False
         if composed is None:  # nothing matched, and not asked to be told
             self.record(job.delivery_id, status=DeliveryStatus.skipped, paper_ids=[], last_error=None)
@@ -138,7 +149,7 @@ class BatchSender:
                     self.report.errors.append(str(exc))
                     log.error("stopping the batch: %s", exc)
                     for left in [item, *current[position + 1 :], *retry, *(i for r in rounds for i in r)]:
-                        self.leave_for_later(left, str(exc))
+                        self.leave_for_later(left.job, str(exc))
                     return
             if retry:
                 rounds.append(sorted(retry, key=lambda i: i.retry_at))
@@ -167,7 +178,7 @@ class BatchSender:
                 item.retry_at = time.monotonic() + self.settings.smtp_retry_delay * item.tries
                 retry.append(item)
             else:
-                self.leave_for_later(item, item.last_error)
+                self.leave_for_later(item.job, item.last_error)
             return
         self.record(delivery_id, status=DeliveryStatus.sent, sent_at=utcnow(), message_id=composed.message_id,
                     paper_ids=composed.paper_ids, last_error=None)
@@ -175,13 +186,13 @@ class BatchSender:
             self.report.paths.append(str(path))
         self.count("sent")
 
-    def leave_for_later(self, item: _Pending, error: str) -> None:
-        if given_up(item.job.created_at, self.now):
-            self.record(item.job.delivery_id, status=DeliveryStatus.failed, last_error=error[:1000])
+    def leave_for_later(self, job: Job, error: str) -> None:
+        if given_up(job.created_at, self.now):
+            self.record(job.delivery_id, status=DeliveryStatus.failed, last_error=error[:1000])
             self.count("failed")
         else:
-            self.record(item.job.delivery_id, status=DeliveryStatus.pending, last_error=error[:1000],
-                        next_attempt_at=self.now + backoff(item.job.attempts))
+            self.record(job.delivery_id, status=DeliveryStatus.pending, last_error=error[:1000],
+                        next_attempt_at=self.now + backoff(job.attempts))
             self.count("retrying")
 
 
@@ -233,7 +244,9 @@ def send_batch(
     on_progress: Callable[..., None] | None = None,
     composer: DigestComposer | None = None,
 ) -> SendReport:
-    """Claim, build and send these deliveries over one connection; record each outcome."""
+    """Claim, build and send these deliveries over one connection; record each outcome. A
+    configuration fault (ConfigError) is raised before anything is claimed."""
+    check_sending(settings)
     now = now or utcnow()
     report = SendReport()
     claimed = ledger.claim(factory, delivery_ids, now, settings.sending_timeout)
