@@ -219,12 +219,35 @@ def take_due_again(session: Session, now: datetime, sending_timeout: float) -> l
     return ids
 
 
-def pending_ids(session: Session, edition: date, email: str | None = None) -> list[int]:
-    """Rows of this edition left pending by an earlier run (one subscriber's, with `email`)."""
-    waiting = select(Delivery.id).where(Delivery.edition == edition, Delivery.status == DeliveryStatus.pending)
+def unfinished_ids(
+    session: Session, edition: date, now: datetime, sending_timeout: float, email: str | None = None
+) -> tuple[list[int], int]:
+    """Rows of this edition an earlier run did not finish (one subscriber's, with `email`): the
+    ids to send now (pending, or in `sending` longer than the timeout: their run died), and how
+    many another run is sending right now."""
+    stale = now - timedelta(seconds=sending_timeout)
+    rows = select(Delivery.id, Delivery.status, Delivery.claimed_at).where(
+        Delivery.edition == edition, Delivery.status.in_([DeliveryStatus.pending, DeliveryStatus.sending])
+    )
     if email is not None:
-        waiting = waiting.join(Subscriber, Subscriber.id == Delivery.subscriber_id).where(Subscriber.email == email)
-    return list(session.scalars(waiting))
+        rows = rows.join(Subscriber, Subscriber.id == Delivery.subscriber_id).where(Subscriber.email == email)
+    take, busy = [], 0
+    for delivery_id, status, claimed_at in session.execute(rows):
+        if status == DeliveryStatus.pending or claimed_at is None or claimed_at < stale:
+            take.append(delivery_id)
+        else:
+            busy += 1
+    return take, busy
+
+
+def unfinished_subscribers(session: Session, subscriber_ids: Sequence[int], edition: date) -> set[int]:
+    """Which of these subscribers have a row of this edition still pending or sending."""
+    return set(session.scalars(
+        select(Delivery.subscriber_id).where(
+            among(session, Delivery.subscriber_id, subscriber_ids, Integer), Delivery.edition == edition,
+            Delivery.status.in_([DeliveryStatus.pending, DeliveryStatus.sending]),
+        )
+    ))
 
 
 def refresh_statistics_if_stale(factory: SessionFactory, created: int) -> None:

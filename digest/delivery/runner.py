@@ -343,13 +343,20 @@ class _OneProcess:
     builder: _Builder | None
 
     def send_edition(self, edition: date, email: str | None) -> SendRun:
-        """`--edition D`: new rows for whoever has not had D, and D's rows an earlier run left pending."""
+        """`--edition D`: new rows for whoever has not had D, and D's rows an earlier run did not
+        finish: left pending, or in `sending` longer than DIGEST_SENDING_TIMEOUT (that run died)."""
         run = SendRun(SendReport(), edition, "")
         ids, had_it = create_edition_rows(self.factory, edition, self.now, email)
         with self.factory() as session:
-            ids = sorted(set(ids) | set(ledger.pending_ids(session, edition, email)))
+            left, busy = ledger.unfinished_ids(session, edition, self.now, self.settings.sending_timeout, email)
+        ids = sorted(set(ids) | set(left))
         if had_it:
             run.notes.append(f"{had_it} subscriber(s) already had edition {edition}")
+        if busy:
+            run.notes.append(
+                f"{busy} being sent by another run (or by one killed less than DIGEST_SENDING_TIMEOUT, "
+                f"{self.settings.sending_timeout:g} s, ago: run this again after that to take them over)"
+            )
         if edition >= self.now.date():
             run.fine_print.append(
                 f"edition {edition} is today's and still open: papers fetched later today go to nobody who got it now"
