@@ -150,6 +150,11 @@ class Settings(BaseSettings):
     # Subscribe-form posts one client address may make per hour before it gets 429 (counted in
     # Redis at DIGEST_BROKER_URL when reachable, else in the web process).
     subscribe_rate_limit: int = Field(20, ge=1)
+    # An SMTP server that cannot be reached is waited for inside the run or task, tried again
+    # 1 s, 2 s, 4 s ... apart (at most smtp_outage_retry), for at most smtp_outage_wait seconds;
+    # after that the rows wait and a Celery task retries smtp_outage_retry seconds later.
+    smtp_outage_wait: float = Field(300.0, ge=0, le=3600)
+    smtp_outage_retry: float = Field(10.0, gt=0, le=300)
 
     @field_validator("database_url")
     @classmethod

@@ -56,6 +56,9 @@ class SendReport:
     retrying: int = 0  # 4xx after the same-run tries: pending with back-off
     not_claimed: int = 0  # another worker holds or finished these
     errors: list[str] = field(default_factory=list)
+    # Set when the server stayed unreachable past DIGEST_SMTP_OUTAGE_WAIT: try the batch again in
+    # this many seconds (a Celery task's countdown) rather than at the rows' back-off.
+    retry_after: float | None = None
     paths: list[str] = field(default_factory=list)  # outbox files written
 
     def add(self, other: SendReport) -> None:
@@ -63,6 +66,8 @@ class SendReport:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.errors.extend(other.errors)
         self.paths.extend(other.paths)
+        if other.retry_after is not None:
+            self.retry_after = other.retry_after
 
     def summary(self) -> str:
         return (
@@ -99,6 +104,8 @@ class BatchSender:
     report: SendReport = field(default_factory=SendReport)
     sleep: Callable[[float], None] = time.sleep
     progress: Callable[..., None] = _no_progress
+    _started: float = field(default=0.0, init=False)
+    _last_heartbeat: float = field(default=0.0, init=False)
 
     def run(self, built: Built) -> SendReport:
         for delivery_id, reason in built.skipped:
@@ -131,28 +138,52 @@ class BatchSender:
         return True
 
     def deliver_all(self, queue: list[_Pending]) -> None:
-        # A batch slowed down by a crawling server keeps its claim fresh, so that no other worker
-        # mistakes it for dead and sends its rows a second time.
-        heartbeat_every = self.settings.sending_timeout / 3
-        started = last_heartbeat = time.monotonic()
+        self._started = self._last_heartbeat = time.monotonic()
         rounds = [queue]
         while rounds:
             current, retry = rounds.pop(0), []
             for position, item in enumerate(current):
-                if time.monotonic() - last_heartbeat > heartbeat_every:
-                    self.record.refresh_claims(self.claimed, self.now + timedelta(seconds=time.monotonic() - started))
-                    last_heartbeat = time.monotonic()
+                self.keep_claims_fresh()
                 try:
-                    self.deliver(item, retry)
+                    self.deliver_through_outage(item, retry)
                 except ServerUnavailable as exc:
                     # Nobody's fault but the server's: everything not yet sent waits for a later run.
                     self.report.errors.append(str(exc))
+                    if exc.unreachable:
+                        self.report.retry_after = self.settings.smtp_outage_retry
                     log.error("stopping the batch: %s", exc)
                     for left in [item, *current[position + 1 :], *retry, *(i for r in rounds for i in r)]:
                         self.leave_for_later(left.job, str(exc))
                     return
             if retry:
                 rounds.append(sorted(retry, key=lambda i: i.retry_at))
+
+    def keep_claims_fresh(self) -> None:
+        """A batch slowed down by a crawling (or absent) server keeps its claim fresh, so that no
+        other worker mistakes it for dead and sends its rows a second time."""
+        if time.monotonic() - self._last_heartbeat > self.settings.sending_timeout / 3:
+            self.record.refresh_claims(self.claimed, self.now + timedelta(seconds=time.monotonic() - self._started))
+            self._last_heartbeat = time.monotonic()
+
+    def deliver_through_outage(self, item: _Pending, retry: list[_Pending]) -> None:
+        """deliver(), riding out an outage: a server that cannot be reached is tried again 1 s,
+        2 s, 4 s ... apart (at most smtp_outage_retry) for smtp_outage_wait seconds, and the batch
+        goes on with the same message as soon as it answers."""
+        since, delay = None, 1.0
+        while True:
+            try:
+                return self.deliver(item, retry)
+            except ServerUnavailable as exc:
+                waited = time.monotonic() - since if since is not None else 0.0
+                left = self.settings.smtp_outage_wait - waited
+                if not exc.unreachable or left <= 0:
+                    raise
+                if since is None:
+                    since = time.monotonic()
+                    log.warning("%s; trying again for up to %g s", exc, self.settings.smtp_outage_wait)
+                self.sleep(min(delay, self.settings.smtp_outage_retry, left))
+                delay *= 2
+                self.keep_claims_fresh()
 
     def deliver(self, item: _Pending, retry: list[_Pending]) -> None:
         """Send one message and record what the server said; a 4xx goes to `retry` while tries last."""
@@ -171,6 +202,7 @@ class BatchSender:
             self.count("bounced" if exc.recipient else "failed")
             return
         except ServerUnavailable:
+            item.tries -= 1  # not this message's try: no server took it
             raise
         except TransientFailure as exc:
             item.last_error = str(exc)

@@ -34,8 +34,13 @@ class TransientFailure(DeliveryFailure):
 
 
 class ServerUnavailable(TransientFailure):
-    """The server cannot take any message now (unreachable, login or sender refused): stop the
-    batch and leave its messages for a later run; no recipient is to blame."""
+    """The server cannot take any message now (unreachable, login or sender refused): no
+    recipient is to blame. `unreachable`: nothing answered (refused, timed out, a 4xx greeting),
+    worth trying again in a moment; otherwise (login or sender refused) a setting to fix."""
+
+    def __init__(self, message: str, code: int | None = None, unreachable: bool = False) -> None:
+        super().__init__(message, code)
+        self.unreachable = unreachable
 
 
 class PermanentFailure(DeliveryFailure):
@@ -146,8 +151,17 @@ class SmtpTransport:
                 connection.login(self.smtp.username, self.smtp.password or "")
         except smtplib.SMTPAuthenticationError as exc:
             raise ServerUnavailable(f"{self.description} refused the login: {exc.smtp_code}", exc.smtp_code) from None
-        except (OSError, smtplib.SMTPException) as exc:
+        except ssl.SSLCertVerificationError as exc:
             raise ServerUnavailable(f"cannot reach {self.description}: {exc}") from None
+        except smtplib.SMTPConnectError as exc:  # the greeting was not 220: a 4xx says "busy, later"
+            raise ServerUnavailable(f"cannot reach {self.description}: {exc}", exc.smtp_code,
+                                    unreachable=400 <= exc.smtp_code < 500) from None
+        except smtplib.SMTPServerDisconnected as exc:
+            raise ServerUnavailable(f"cannot reach {self.description}: {exc}", unreachable=True) from None
+        except smtplib.SMTPException as exc:  # (an OSError too) e.g. STARTTLS required, not offered
+            raise ServerUnavailable(f"cannot reach {self.description}: {exc}") from None
+        except OSError as exc:  # refused, timed out, no route, a name that does not resolve
+            raise ServerUnavailable(f"cannot reach {self.description}: {exc}", unreachable=True) from None
         self.connections_opened += 1
         return connection
 
