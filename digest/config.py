@@ -155,6 +155,10 @@ class Settings(BaseSettings):
     # after that the rows wait and a Celery task retries smtp_outage_retry seconds later.
     smtp_outage_wait: float = Field(300.0, ge=0, le=3600)
     smtp_outage_retry: float = Field(10.0, gt=0, le=300)
+    # A batch whose database went away holds the outcomes of the messages already accepted and
+    # sends nothing more while it waits this long for the database (at most a third of
+    # sending_timeout); then it gives up and those rows are sent again after sending_timeout.
+    database_outage_wait: float = Field(120.0, ge=0, le=3600)
 
     @field_validator("database_url")
     @classmethod

@@ -1,7 +1,7 @@
 """Sending a built batch over one connection, recording each outcome right after the server answered.
 
 The sender needs two small things, declared here: a transport that carries one message at a time
-(`digest.mail.Transport`) and an outcome store (`Outcomes`: the ledger's Recorder). Its policy:
+(`digest.mail.Transport`) and an outcome store (`Outcomes`: `digest.delivery.recorder`). Its policy:
 a 4xx is tried again in the same run (3 tries, `smtp_retry_delay` seconds apart), then left
 pending with exponential back-off and given up after 3 days; a 5xx on the address bounces the row
 and suppresses the address; a server that cannot be reached stops the batch, and everything not
@@ -20,7 +20,8 @@ from typing import Protocol
 from digest.config import Settings
 from digest.delivery import ledger
 from digest.delivery.compose import BuildFailure, Built, Composed, DigestComposer, Job, build_batch
-from digest.delivery.ledger import Recorder, SessionFactory
+from digest.delivery.ledger import SessionFactory
+from digest.delivery.recorder import Recorder
 from digest.delivery.windows import FIRST_BACKOFF, SAME_RUN_TRIES, backoff, given_up, utcnow
 from digest.mail import (
     PermanentFailure,
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 class Outcomes(Protocol):
-    """Where the sender writes what happened to each delivery (the ledger's Recorder)."""
+    """Where the sender writes what happened to each delivery (the Recorder)."""
 
     def __call__(self, delivery_id: int, **values) -> None: ...
 
@@ -243,7 +244,9 @@ def send_claimed(
 ) -> SendReport:
     """Build (unless `built`: a Built, or a Future of one from a builder process) and send rows
     already claimed; record each outcome. A failure puts what was not recorded back to pending."""
-    record = Recorder(factory)
+    # Never longer than half the sending timeout: past it another worker could take the
+    # batch over while this one still holds outcomes to write.
+    record = Recorder(factory, claimed, min(settings.database_outage_wait, settings.sending_timeout / 2), sleep)
     sender = BatchSender(settings, transport, record, claimed, now, report, sleep, on_progress or _no_progress)
     try:
         if built is None:
@@ -251,7 +254,7 @@ def send_claimed(
         elif not isinstance(built, Built):
             built = built.result()
         sender.run(built)
-        record.wait()  # the last outcome is committed before the batch counts as done
+        record.confirm()  # every outcome is durable before the batch counts as done
         return sender.report
     except Exception as exc:
         # A bug or a lost database must not leave the batch in `sending` until the timeout:
