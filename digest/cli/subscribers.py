@@ -9,7 +9,7 @@ import click
 from digest.cli import main
 from digest.cli.common import sessions, settings_and_engine
 from digest.read import stats as subscriber_stats
-from digest.subscriptions import import_csv, subscribe_request
+from digest.subscriptions import add_subscriber, import_csv
 
 
 @main.command("subscribe")
@@ -21,12 +21,9 @@ from digest.subscriptions import import_csv, subscribe_request
 def subscribe_command(email: str, topics: str, confirmed: bool, zone: str | None, hour: int | None) -> None:
     """Subscribe EMAIL; sends a confirmation email unless --confirmed."""
     settings, factory = sessions()
-    with factory() as session, session.begin():
-        outcome = subscribe_request(
-            session, email, [t for t in topics.split(";")], settings, timezone=zone, hour=hour, confirmed=confirmed
-        )
-        subscriber = outcome.subscriber
-        click.echo(f"{subscriber.email}: {subscriber.status.value}, {len(subscriber.topics)} topic(s); {outcome.note}")
+    outcome = add_subscriber(factory, email, topics.split(";"), settings, timezone=zone, hour=hour, confirmed=confirmed)
+    subscriber = outcome.subscriber
+    click.echo(f"{subscriber.email}: {subscriber.status.value}, {len(subscriber.topics)} topic(s); {outcome.note}")
 
 
 @main.command("import")

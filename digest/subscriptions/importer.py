@@ -10,8 +10,24 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from digest.config import Settings
-from digest.subscriptions.lifecycle import subscribe_request
+from digest.subscriptions.confirmation import send_due_confirmation
+from digest.subscriptions.lifecycle import SubscribeOutcome, subscribe_request
 from digest.subscriptions.validation import InvalidInput
+
+
+def add_subscriber(factory, email: str, topics: list[str] | str, settings: Settings, *, timezone: str | None = None,
+                   hour=None, confirmed: bool = False, transport=None) -> SubscribeOutcome:
+    """`digest subscribe`: the subscriber in one short transaction, then, unless `confirmed`,
+    the confirmation email after the commit (never a transaction open while the mail goes out)."""
+    with factory() as session, session.begin():
+        outcome = subscribe_request(session, email, topics, settings, timezone=timezone, hour=hour,
+                                    confirmed=confirmed, defer_confirmation=True)
+    if outcome.confirmation_due:
+        with factory() as session:
+            outcome.confirmation_sent = send_due_confirmation(session, outcome.subscriber.id, settings,
+                                                              transport=transport)
+        outcome.note = "confirmation sent" if outcome.confirmation_sent else "confirmation not sent (mail failure)"
+    return outcome
 
 
 @dataclass
