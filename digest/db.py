@@ -16,11 +16,12 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.session import SessionTransactionOrigin
 
 from digest.config import get_settings
-from digest.errors import SchemaError
+from digest.errors import ConfigError, SchemaError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -129,13 +130,44 @@ def head_revision() -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as connection:
+    with connected(engine) as connection:
         return MigrationContext.configure(connection).get_current_revision()
+
+
+@contextmanager
+def connected(engine: Engine) -> Iterator:
+    """A connection, or a ConfigError naming DIGEST_DATABASE_URL that says what to do."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        folder = Path(url.database).expanduser().resolve().parent
+        if not folder.is_dir():
+            raise ConfigError(f"DIGEST_DATABASE_URL: the folder {folder} of the SQLite file does not exist: "
+                              "create it, or point DIGEST_DATABASE_URL at another path")
+    try:
+        connection = engine.connect()
+    except OperationalError as exc:
+        raise ConfigError(_connection_error(url, exc)) from None
+    with connection:
+        yield connection
+
+
+def _connection_error(url, exc: OperationalError) -> str:
+    reason = " ".join(str(exc.orig).split()) if exc.orig is not None else str(exc)
+    where = f"{url.host or 'localhost'}:{url.port or 5432}"
+    if url.get_backend_name() == "sqlite":
+        return f"DIGEST_DATABASE_URL: cannot open the SQLite file {url.database}: {reason}"
+    if "does not exist" in reason and url.database and f'"{url.database}"' in reason:
+        return (f"DIGEST_DATABASE_URL: database {url.database} does not exist on {where}: create it "
+                f"(createdb -h {url.host or 'localhost'} {url.database}) or fix the URL")
+    if "authentication failed" in reason or "no password supplied" in reason:
+        return f"DIGEST_DATABASE_URL: {where} refused the login of user {url.username}: check the user and password"
+    reason = reason.rsplit(" failed: ", 1)[-1]  # psycopg repeats the address before the reason
+    return f"DIGEST_DATABASE_URL: cannot connect to PostgreSQL at {where} ({reason}): is it running, and is the URL right?"
 
 
 def upgrade(engine: Engine) -> tuple[str | None, str]:
     """Bring the schema to the newest revision; return (before, after)."""
-    before = current_revision(engine)
+    before = current_revision(engine)  # (a database that cannot be reached stops here, in one line)
     command.upgrade(alembic_config(engine), "head")
     return before, head_revision()
 

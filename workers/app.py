@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+
 from celery import Celery
 from celery.schedules import crontab
 
 from digest.config import get_settings
+from digest.errors import ConfigError
 
-settings = get_settings()
+try:
+    settings = get_settings()
+except ConfigError as exc:  # celery loads this module to start: one line and a non-zero exit, no traceback
+    sys.exit(f"error: {exc}")
 
 app = Celery("digest", broker=settings.broker_url, backend=settings.broker_url, include=["workers.tasks"])
 app.conf.update(

@@ -16,6 +16,7 @@ from pathlib import Path
 from digest.config import Settings
 from digest.errors import ConfigError
 from digest.mail.message import HeaderError, _list_unsubscribe, _sender_headers, dkim_signature, envelope_sender
+from digest.mail.transport import outbox_error
 
 _PROBE = (
     b"From: probe@localhost\r\nTo: probe@localhost\r\nSubject: probe\r\nDate: Thu, 26 Nov 2026 07:00:00 +0000\r\n"
@@ -59,6 +60,4 @@ def check_outbox(folder: Path) -> None:
         os.close(handle)
         os.unlink(name)
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise ConfigError(f"DIGEST_OUTBOX_DIR: cannot write to {folder}: {reason} (make it writable, "
-                          "point DIGEST_OUTBOX_DIR elsewhere, or set DIGEST_SMTP_URL)") from None
+        raise outbox_error(folder, exc) from None

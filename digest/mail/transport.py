@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from digest.config import Settings, SmtpSettings
+from digest.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -73,22 +74,34 @@ def _safe_name(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9._@-]+", "_", value)[:120]
 
 
+def outbox_error(folder: Path, exc: OSError) -> ConfigError:
+    return ConfigError(f"DIGEST_OUTBOX_DIR: cannot write to {folder}: {exc.strerror or exc} (make it writable, "
+                       "point DIGEST_OUTBOX_DIR elsewhere, or set DIGEST_SMTP_URL)")
+
+
 class OutboxTransport:
-    """Writes each message as an .eml file: the default when DIGEST_SMTP_URL is unset."""
+    """Writes each message as an .eml file: the default when DIGEST_SMTP_URL is unset. A folder
+    that cannot be written is the operator's to fix: ConfigError, naming DIGEST_OUTBOX_DIR."""
 
     description = "outbox"
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise outbox_error(self.folder, exc) from None
         self.description = f"outbox folder {self.folder}"
         self.written: list[Path] = []
 
     def send(self, message: EmailMessage | bytes, sender: str, recipient: str, name: str | None = None) -> Path:
         path = self.folder / f"{_safe_name(name or recipient)}.eml"
         tmp = path.with_suffix(".eml.tmp")
-        tmp.write_bytes(wire_bytes(message))
-        tmp.replace(path)  # a reader never sees half a message
+        try:
+            tmp.write_bytes(wire_bytes(message))
+            tmp.replace(path)  # a reader never sees half a message
+        except OSError as exc:
+            raise outbox_error(self.folder, exc) from None
         self.written.append(path)
         return path
 
