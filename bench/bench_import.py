@@ -31,6 +31,8 @@ ZONES = ["Europe/Berlin", "America/New_York", "Asia/Tokyo", "UTC", "Australia/Sy
 
 CHILD = r"""
 import inspect, io, json, resource, sys, time
+import digest
+print("code:", digest.__file__, file=sys.stderr)
 from digest.config import load_settings
 from digest.db import make_engine, session_factory, upgrade
 from digest.subscriptions import import_csv
@@ -66,9 +68,10 @@ def make_file(path: Path, count: int, seed: int = 11) -> None:
                 out.write(f"person{n:06d}@example.org,{topics}\n")
 
 
-def run_one(url: str, path: Path, confirmed: bool, outbox: Path) -> dict:
+def run_one(root: Path, url: str, path: Path, confirmed: bool, outbox: Path) -> dict:
+    # cwd: `python -c` puts the working directory first on sys.path, ahead of PYTHONPATH.
     done = subprocess.run([sys.executable, "-c", CHILD, url, str(path), "1" if confirmed else "0", str(outbox)],
-                          capture_output=True, text=True, timeout=7200)
+                          capture_output=True, text=True, timeout=7200, cwd=root)
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-2000:])
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -96,7 +99,7 @@ def main() -> None:
                 else:
                     url = f"sqlite:///{Path(folder) / f'{mode}.db'}"
                 try:
-                    result = run_one(url, source, mode == "confirmed", outbox)
+                    result = run_one(root, url, source, mode == "confirmed", outbox)
                 finally:
                     if name:
                         faults.drop_database(admin, name)
