@@ -14,14 +14,12 @@ zone and an hour, a header line. Not a test: nothing here asserts on time.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import random
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

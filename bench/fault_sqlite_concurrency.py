@@ -12,7 +12,6 @@ import argparse
 import importlib.util
 import sys
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -38,19 +37,8 @@ def web_and_send(proc, folder: Path) -> None:
     url = f"sqlite:///{folder / 'digest.db'}"
     proc.populate_sqlite(url, 3000)
     with SmtpTestServer() as smtp:
-        env = proc.environment(url, folder / "outbox", smtp.url)
-        web = proc.Web(env, folder, folder / "web.log")
-        try:
-            send = proc.start_send(env, folder)
-            while len(smtp.handler.received) < 50 and send.poll() is None:
-                time.sleep(0.05)
-            codes = Counter()
-            for n in range(20):
-                codes[proc.subscribe(web.url, f"new{n}@example.org")] += 1
-                time.sleep(0.1)
-            output = send.communicate(timeout=600)[0]
-        finally:
-            web.stop()
+        answers, send, output = proc.posts_during_a_send(url, folder, smtp, [f"new{n}@example.org" for n in range(20)])
+        codes = Counter(answers)
         (folder / "send.log").write_text(output)
         stored = proc.subscribers_in(url, [f"new{n}@example.org" for n in range(20)])
         print(f"RESULT web+send: posts answered {dict(codes)} of 20, {stored} stored; digest send exited "

@@ -1,7 +1,10 @@
+import sqlite3
+
 import pytest
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
-from digest.db import current_revision, ensure_schema, head_revision, make_engine
+from digest.db import current_revision, ensure_schema, head_revision, make_engine, session_scope
 from digest.errors import SchemaError
 
 
@@ -29,8 +32,6 @@ def test_a_foreign_database_is_not_touched(tmp_path):
 
 
 def _other_writer_gets_the_lock(path) -> bool:
-    import sqlite3
-
     other = sqlite3.connect(path, timeout=0.1, isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")
@@ -46,10 +47,6 @@ def _other_writer_gets_the_lock(path) -> bool:
 def test_on_sqlite_a_write_unit_takes_the_write_lock_with_its_first_statement(tmp_path):
     """Even when it reads first: in WAL mode a read transaction that later writes fails at once
     ("database is locked") if anyone wrote meanwhile, whatever the busy timeout."""
-    from sqlalchemy.orm import Session
-
-    from digest.db import session_scope
-
     path = tmp_path / "lock.db"
     engine = make_engine(f"sqlite:///{path}")
     ensure_schema(engine)
@@ -63,10 +60,6 @@ def test_on_sqlite_a_write_unit_takes_the_write_lock_with_its_first_statement(tm
 
 
 def test_on_sqlite_a_read_only_unit_never_takes_the_write_lock(tmp_path):
-    from sqlalchemy.orm import Session
-
-    from digest.db import session_scope
-
     path = tmp_path / "read.db"
     engine = make_engine(f"sqlite:///{path}")
     ensure_schema(engine)

@@ -140,3 +140,22 @@ def subscribers_in(url: str, emails: list[str]) -> int:
         found = connection.scalar(select(func.count()).select_from(Subscriber).where(Subscriber.email.in_(emails)))
     engine.dispose()
     return found
+
+
+def posts_during_a_send(url: str, folder: Path, smtp, emails: list[str]) -> tuple[list[int], subprocess.Popen, str]:
+    """`digest web` and `digest send` on one SQLite file: once the send is under way, one
+    subscribe post every 0.1 s. The answers' status codes, the finished send and its output."""
+    env = environment(url, folder / "outbox", smtp.url)
+    web = Web(env, folder, folder / "web.log")
+    try:
+        send = start_send(env, folder)
+        while len(smtp.handler.received) < 50 and send.poll() is None:
+            time.sleep(0.05)
+        codes = []
+        for email in emails:
+            codes.append(subscribe(web.url, email))
+            time.sleep(0.1)
+        output = send.communicate(timeout=600)[0]
+    finally:
+        web.stop()
+    return codes, send, output

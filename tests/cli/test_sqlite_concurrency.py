@@ -5,7 +5,6 @@ sends at once both failed half-way). Real processes on one SQLite file: `digest 
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -24,21 +23,9 @@ def store(tmp_path):
 def test_subscribe_posts_during_a_send_are_all_answered_and_the_send_finishes(store):
     url, folder = store
     proc.populate_sqlite(url, 3000)
+    emails = [f"new{n}@example.org" for n in range(20)]
     with SmtpTestServer() as smtp:
-        env = proc.environment(url, folder / "outbox", smtp.url)
-        web = proc.Web(env, folder, folder / "web.log")
-        try:
-            send = proc.start_send(env, folder)
-            while len(smtp.handler.received) < 50 and send.poll() is None:
-                time.sleep(0.05)
-            emails = [f"new{n}@example.org" for n in range(20)]
-            codes = []
-            for email in emails:  # one post every 0.1 s while the send runs
-                codes.append(proc.subscribe(web.url, email))
-                time.sleep(0.1)
-            output = send.communicate(timeout=300)[0]
-        finally:
-            web.stop()
+        codes, send, output = proc.posts_during_a_send(url, folder, smtp, emails)
         assert codes == [303] * 20
         assert send.returncode == 0, output
         assert proc.sent_count(output) == 3000

@@ -4,6 +4,7 @@ file used to mark every row `failed`, and the edition was lost for everyone."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from datetime import timedelta
@@ -12,9 +13,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from digest.delivery import composer_for, dispatch, send_batch
+from digest.delivery import check_sending, composer_for, dispatch, send_batch
 from digest.errors import ConfigError
-from digest.models import Delivery, DeliveryStatus, Subscriber
+from digest.models import Delivery, Subscriber
 from tests.delivery.helpers import EDITION, NOW, add_sample_papers, due_subscriber
 from tests.smtp_server import SmtpTestServer
 
@@ -59,8 +60,6 @@ def test_a_missing_dkim_key_stops_send_batch_before_any_row_is_claimed(session, 
     ({"list_id": "Papers <bad\nid>"}, "DIGEST_LIST_ID"),
 ])
 def test_every_setting_a_message_needs_is_checked_up_front(session, session_factory, settings, change, setting):
-    from digest.delivery import check_sending
-
     with pytest.raises(ConfigError, match=setting):
         check_sending(settings.model_copy(update=change))
 
@@ -99,8 +98,6 @@ def test_a_digest_that_could_not_be_built_stays_pending_with_back_off(session, s
 def test_digest_send_with_a_missing_dkim_key_exits_with_one_line_and_loses_no_edition(cli_env, committed_db, tmp_path):
     """The issue's reproduction, as an operator types it: the edition must still go out once the
     setting is fixed."""
-    import os
-
     with Session(committed_db) as session:
         add_sample_papers(session, EDITION)
         for n in range(5):

@@ -5,6 +5,8 @@ PostgreSQL refuses is not silently dropped."""
 from __future__ import annotations
 
 import subprocess
+import threading
+import uuid
 import sys
 import time
 from datetime import date, datetime, timezone
@@ -13,10 +15,12 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from digest.db import make_engine, upgrade
 from digest.db import session_factory as make_session_factory
 from digest.delivery import Recorder
 from digest.models import Delivery, DeliveryStatus
 from tests.factories import make_subscriber
+from tests.pg_instance import PostgresInstance
 
 pytestmark = pytest.mark.postgres_only
 
@@ -118,12 +122,6 @@ def test_outcomes_written_before_postgresql_crashed_are_written_again_when_it_is
     """An immediate stop (a crash) forgets commits that synchronous_commit=off had acknowledged
     but not flushed, and cuts the outcome in flight: the Recorder keeps every outcome until a
     synchronous commit made it durable, waits for the server, and writes them again."""
-    import threading
-    import uuid
-
-    from digest.db import make_engine, upgrade
-    from tests.pg_instance import PostgresInstance
-
     instance = PostgresInstance().init()
     try:
         engine = make_engine(instance.create_database(f"rec_{uuid.uuid4().hex[:6]}"))

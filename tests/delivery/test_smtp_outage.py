@@ -10,8 +10,10 @@ import time
 import pytest
 from sqlalchemy import select
 
+from digest.config import parse_smtp_url
 from digest.delivery import dispatch, send_batch
-from digest.models import Delivery, DeliveryStatus
+from digest.mail import ServerUnavailable, SmtpTransport
+from digest.models import Delivery
 from tests.delivery.helpers import EDITION, NOW, add_sample_papers, due_subscriber
 from tests.smtp_server import SmtpTestServer
 
@@ -82,9 +84,6 @@ def test_a_longer_outage_leaves_the_rows_for_a_retry_soon(session, session_facto
 
 def test_a_refused_login_is_not_waited_for(session, session_factory, settings, server):
     """Only an unreachable server is waited for: a refused login is a setting to fix."""
-    from digest.mail import ServerUnavailable, SmtpTransport
-    from digest.config import parse_smtp_url
-
     configured = settings.model_copy(update={"smtp_url": server.url, "smtp_outage_wait": 60.0})
     ids = prepared(session, session_factory, configured, 2)
 

@@ -7,8 +7,11 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from digest.cli import main
+from digest.db import session_factory as make_session_factory
+from digest.mail import OutboxTransport
 from digest.models import Subscriber, SubscriberStatus, Topic
 from digest.subscriptions import import_csv
 from digest.subscriptions import importer as importer_module
@@ -16,8 +19,6 @@ from digest.subscriptions import importer as importer_module
 
 @pytest.fixture
 def outbox(tmp_path):
-    from digest.mail import OutboxTransport
-
     return OutboxTransport(tmp_path / "sent")
 
 
@@ -108,10 +109,6 @@ def test_new_addresses_in_bulk_and_known_ones_as_the_form_would(session, session
 def test_an_address_inserted_meanwhile_costs_nothing(committed_db, settings, tmp_path, monkeypatch):
     """Another process subscribes one of the file's addresses between the chunk's lookup and its
     bulk insert: the chunk is stored one line at a time instead, and nothing is lost."""
-    from sqlalchemy.orm import Session
-
-    from digest.db import session_factory
-
     real = importer_module._insert_new
 
     def raced(session, rows, confirmed, now):
@@ -122,7 +119,7 @@ def test_an_address_inserted_meanwhile_costs_nothing(committed_db, settings, tmp
     monkeypatch.setattr(importer_module, "_insert_new", raced)
     source = tmp_path / "race.csv"
     source.write_text("".join(f"r{n}@example.org,diffusion\n" for n in range(5)))
-    report = import_csv(session_factory(committed_db), source, settings, confirmed=True)
+    report = import_csv(make_session_factory(committed_db), source, settings, confirmed=True)
     assert report.errors == [] and report.added == 4 and report.unchanged == 1
     with Session(committed_db) as session:
         assert session.scalar(select(func.count()).select_from(Subscriber)) == 5
