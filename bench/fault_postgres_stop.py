@@ -88,6 +88,15 @@ def main() -> None:
                 pass
             time.sleep(5)
         received = smtp.received()
+        twice = sorted(e for e, n in received.items() if n > 1)
+        if twice:
+            from digest.models import Subscriber
+
+            with Session(engine) as session:
+                rows = session.execute(select(Subscriber.email, Delivery.id, Delivery.attempts, Delivery.claimed_at,
+                                              Delivery.sent_at).join(Delivery, Delivery.subscriber_id == Subscriber.id)
+                                       .where(Subscriber.email.in_(twice[:10]))).all()
+            print("twice:", [tuple(str(v) for v in row) for row in rows], flush=True)
         print(f"RESULT: stop {args.mode}: received {len(received)} of {len(emails)} subscribers, "
               f"{faults.duplicates(received)} duplicates, {len(set(emails) - set(received))} missing; "
               f"rows {dict(statuses())}; load average: {faults.load_average()}", flush=True)

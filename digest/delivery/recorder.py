@@ -14,8 +14,8 @@ immediate stop, a restart, a network cut), and, with synchronous_commit off, out
 acknowledged but not yet flushed when it crashed (an immediate stop). Either way the SMTP server
 had accepted those messages, and a row left in `sending` would be sent again after the timeout.
 So every outcome is kept here until it is known to be durable: `confirm()` (at the end of each
-batch) commits one transaction synchronously, which flushes the WAL up to it and so every
-outcome before it. When the connection fails, the Recorder sends nothing more (the caller is
+batch) commits one transaction synchronously that writes a WAL record, which flushes the WAL up to
+it and so every outcome before it. When the connection fails, the Recorder sends nothing more (the caller is
 blocked in it), reconnects with back-off for up to `outage_wait` seconds, writes every kept
 outcome again (each UPDATE only changes a row still in `sending`, so writing one twice is
 harmless), refreshes the batch's claim and returns: the batch goes on. Only a database away for
@@ -232,8 +232,11 @@ class Recorder:
         if self._pgconn is not None:
             def barrier() -> None:
                 self._read_answer()
+                # The transaction must write WAL: one that does not (txid_current() alone) commits
+                # without a flush whatever synchronous_commit says. A transactional logical
+                # message is one WAL record, at any wal_level, touching no table.
                 result = self._pgconn.exec_(b"BEGIN; SET LOCAL synchronous_commit TO on; "
-                                            b"SELECT txid_current(); COMMIT")
+                                            b"SELECT pg_logical_emit_message(true, 'digest', ''); COMMIT")
                 if result.status != pq.ExecStatus.COMMAND_OK:
                     self._raise_for(result.get_error_message(), "confirming the outcomes failed",
                                     result.error_field(pq.DiagnosticField.SQLSTATE))

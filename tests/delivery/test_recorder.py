@@ -142,6 +142,30 @@ def test_outcomes_written_before_postgresql_crashed_are_written_again_when_it_is
         instance.destroy()
 
 
+@pytest.mark.integration
+def test_outcomes_of_a_confirmed_batch_survive_a_crash_right_after():
+    """synchronous_commit=off: PostgreSQL acknowledged them before flushing. Once confirm() has
+    returned they are on disk, so a crash the next moment (an immediate stop) forgets none."""
+    instance = PostgresInstance().init()
+    try:
+        engine = make_engine(instance.create_database(f"rec_{uuid.uuid4().hex[:6]}"))
+        upgrade(engine)
+        ids = claimed_rows(engine, 200)
+        record = Recorder(make_session_factory(engine), ids)
+        for delivery_id in ids:
+            record(delivery_id, status=DeliveryStatus.sent, sent_at=datetime.now(timezone.utc), last_error=None)
+        record.confirm()
+        record.close()
+        engine.dispose()
+        instance.stop("immediate")
+        instance.start()
+        instance.wait_ready()
+        assert statuses(engine, ids) == {i: "sent" for i in ids}
+        engine.dispose()
+    finally:
+        instance.destroy()
+
+
 def test_a_confirmed_batch_lets_its_outcomes_go(committed_db):
     ids = claimed_rows(committed_db, 2)
     record = Recorder(make_session_factory(committed_db), ids)
