@@ -168,6 +168,15 @@ class Settings(BaseSettings):
     admin_password: str = Field("", max_length=1000)
     admin_session_hours: float = Field(8.0, gt=0, le=24 * 30)
     admin_login_rate_limit: int = Field(10, ge=1)  # login posts per client address per 15 minutes
+    # An SMTP server that cannot be reached is waited for inside the run or task, tried again
+    # 1 s, 2 s, 4 s ... apart (at most smtp_outage_retry), for at most smtp_outage_wait seconds;
+    # after that the rows wait and a Celery task retries smtp_outage_retry seconds later.
+    smtp_outage_wait: float = Field(300.0, ge=0, le=3600)
+    smtp_outage_retry: float = Field(10.0, gt=0, le=300)
+    # A batch whose database went away holds the outcomes of the messages already accepted and
+    # sends nothing more while it waits this long for the database (at most a third of
+    # sending_timeout); then it gives up and those rows are sent again after sending_timeout.
+    database_outage_wait: float = Field(120.0, ge=0, le=3600)
 
     @field_validator("database_url")
     @classmethod

@@ -50,6 +50,7 @@ class FaultyHandler:
         self.data_commands = 0
         self.connections = 0
         self.lock = threading.Lock()
+        self.on_accept = None  # called (in the server's thread) after each message is stored
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         with self.lock:
@@ -84,6 +85,8 @@ class FaultyHandler:
                 self.received.append(Received(envelope.mail_from, recipient, bytes(envelope.content)))
         if number in self.faults.drop_after_accept_on_data:
             server.transport.close()
+        if self.on_accept is not None:
+            self.on_accept()
         return "250 2.0.0 Accepted"
 
     # What a test asserts on.
@@ -122,4 +125,14 @@ class SmtpTestServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.controller._thread is not None:
+            self.controller.stop()
+
+    def go_away(self) -> None:
+        """The server is down: connections to its port are refused."""
         self.controller.stop()
+
+    def come_back(self) -> None:
+        """Up again on the same port, with the same handler (what it received so far is kept)."""
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.controller.port)
+        self.controller.start()

@@ -129,7 +129,7 @@ def test_unsubscribe_is_idempotent_and_clears_the_schedule(session):
     assert subscriber.unsubscribed_at == first and subscriber.next_due_at is None
 
 
-def test_import_keeps_good_rows_and_reports_bad_ones_by_line(session, settings, outbox):
+def test_import_keeps_good_rows_and_reports_bad_ones_by_line(session, session_factory, settings, outbox):
     csv_text = (
         "email,topics,timezone,hour\n"
         "ana@example.org,pretraining; agents,Europe/Berlin,6\n"
@@ -141,7 +141,7 @@ def test_import_keeps_good_rows_and_reports_bad_ones_by_line(session, settings, 
         "\n"
         "fay@example.org,robot*\n"
     )
-    report = subs.import_csv(session, io.StringIO(csv_text), settings, transport=outbox)
+    report = subs.import_csv(session_factory, io.StringIO(csv_text), settings, transport=outbox)
     assert report.added == 2
     assert [line for line, _ in report.errors] == [3, 4, 5, 6, 7]
     emails = session.scalars(select(Subscriber.email).order_by(Subscriber.email)).all()

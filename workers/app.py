@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import sys
+
 from celery import Celery
 from celery.schedules import crontab
 from celery.signals import setup_logging, worker_process_init, worker_process_shutdown
 
 from digest import operations
 from digest.config import get_settings
+from digest.errors import ConfigError
 
-settings = get_settings()
+try:
+    settings = get_settings()
+except ConfigError as exc:  # celery loads this module to start: one line and a non-zero exit, no traceback
+    sys.exit(f"error: {exc}")
+
 # Seconds the fetch task may run beyond its sources' own deadlines (storing, start-up), before the
 # soft time limit interrupts it, and then before the hard limit kills the process.
 FETCH_STORE_MARGIN = 120

@@ -17,6 +17,8 @@ from workers.app import app
 
 log = logging.getLogger(__name__)
 
+SEND_RETRIES = 12  # a send_batch task retried after an SMTP outage (each after the outage wait)
+
 
 def _sessions():
     settings = get_settings()
@@ -55,15 +57,20 @@ def dispatch() -> dict:
             "requeued": report.requeued, "enqueued": report.enqueued}
 
 
-@app.task(name="digest.send_batch")
-def send_batch(delivery_ids: list[int]) -> dict:
+@app.task(name="digest.send_batch", bind=True, max_retries=SEND_RETRIES)
+def send_batch(self, delivery_ids: list[int]) -> dict:
     """Build and send about 100 digests over one SMTP connection. Safe to run twice: rows are
     claimed with a conditional UPDATE, so a redelivered task sends only what is still pending."""
     settings, factory = _sessions()
     report = send(factory, settings, [int(i) for i in delivery_ids])
     log.info("send_batch: %s", report.summary())
-    if report.errors:  # the SMTP server is unreachable: rows wait for the next dispatch
-        raise RuntimeError("; ".join(report.errors))
+    if report.errors:
+        failure = RuntimeError("; ".join(report.errors))
+        if report.retry_after is not None and self.request.retries < SEND_RETRIES:
+            # The server stayed unreachable for DIGEST_SMTP_OUTAGE_WAIT: try again soon (the rows
+            # are pending; after the last retry the next dispatch takes them at their back-off).
+            raise self.retry(countdown=report.retry_after, exc=failure)
+        raise failure
     return {"sent": report.sent, "skipped": report.skipped, "failed": report.failed,
             "bounced": report.bounced, "suppressed": report.suppressed, "retrying": report.retrying,
             "not_claimed": report.not_claimed}

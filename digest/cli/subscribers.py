@@ -9,7 +9,7 @@ import click
 from digest.cli import main
 from digest.cli.common import sessions, settings_and_engine
 from digest.read import stats as subscriber_stats
-from digest.subscriptions import import_csv, subscribe_request
+from digest.subscriptions import add_subscriber, import_csv
 
 
 @main.command("subscribe")
@@ -21,25 +21,25 @@ from digest.subscriptions import import_csv, subscribe_request
 def subscribe_command(email: str, topics: str, confirmed: bool, zone: str | None, hour: int | None) -> None:
     """Subscribe EMAIL; sends a confirmation email unless --confirmed."""
     settings, factory = sessions()
-    with factory() as session, session.begin():
-        outcome = subscribe_request(
-            session, email, [t for t in topics.split(";")], settings, timezone=zone, hour=hour, confirmed=confirmed
-        )
-        subscriber = outcome.subscriber
-        click.echo(f"{subscriber.email}: {subscriber.status.value}, {len(subscriber.topics)} topic(s); {outcome.note}")
+    outcome = add_subscriber(factory, email, topics.split(";"), settings, timezone=zone, hour=hour, confirmed=confirmed)
+    subscriber = outcome.subscriber
+    click.echo(f"{subscriber.email}: {subscriber.status.value}, {len(subscriber.topics)} topic(s); {outcome.note}")
 
 
 @main.command("import")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--confirmed", is_flag=True, help="Skip double opt-in for every row.")
-def import_command(path: str, confirmed: bool) -> None:
+@click.option("--encoding", help="The file's encoding (default: detected; UTF-8, else Windows-1252/Latin-1).")
+def import_command(path: str, confirmed: bool, encoding: str | None) -> None:
     """Import subscribers from a CSV file: email, topics (separated by ;), optional timezone, hour."""
     settings, factory = sessions()
-    with factory() as session, session.begin():
-        report = import_csv(session, path, settings, confirmed=confirmed)
+    report = import_csv(factory, path, settings, confirmed=confirmed, encoding=encoding)
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
     for line, message in report.errors:
         click.echo(f"line {line}: {message}", err=True)
-    click.echo(f"imported: {report.added} new, {report.unchanged} already known, {len(report.errors)} bad row(s)")
+    click.echo(f"imported: {report.added} new, {report.unchanged} already known, {len(report.errors)} bad row(s)"
+               + ("" if confirmed else f"; {report.confirmations} confirmation email(s) sent"))
     if report.errors:
         raise SystemExit(1)
 

@@ -25,10 +25,11 @@ from digest.delivery import ledger
 from digest.delivery.ledger import SessionFactory
 from digest.delivery.windows import window
 from digest.editions import Edition, EditionCache, edition_paper_count, latest_edition
-from digest.errors import DigestError
+from digest.errors import ConfigError, DigestError
 from digest.mail import (
     DigestLinks,
     EditionRenderer,
+    HeaderError,
     RenderedEmail,
     make_message_id,
     message_bytes,
@@ -267,13 +268,23 @@ def _recipients(session: Session, subscriber_ids: list[int]) -> dict[int, Recipi
     return recipients
 
 
+@dataclass(frozen=True)
+class BuildFailure:
+    """Why one digest could not be built. `final` only when the subscriber's own data is what
+    cannot go into a message (their address in a header): anything else, a bug or a passing
+    fault, is tried again later."""
+
+    reason: str
+    final: bool = False
+
+
 @dataclass
 class Built:
     """A claimed batch, built: rows to skip (with the reason), and per job its message, None
-    (nothing matched, not asked to be told) or the error that stopped building it."""
+    (nothing matched, not asked to be told) or why building it failed."""
 
     skipped: list[tuple[int, str]]
-    built: list[tuple[Job, Composed | None | str]]
+    built: list[tuple[Job, Composed | None | BuildFailure]]
 
 
 def build_batch(factory: SessionFactory, settings: Settings, claimed: Sequence[int],
@@ -283,13 +294,17 @@ def build_batch(factory: SessionFactory, settings: Settings, claimed: Sequence[i
     with factory() as session:
         jobs, skipped = load_jobs(session, claimed)
         matches = composer.match(session, jobs) if jobs else {}
-    built: list[tuple[Job, Composed | None | str]] = []
+    built: list[tuple[Job, Composed | None | BuildFailure]] = []
     for job in jobs:
         try:
             built.append((job, composer.compose(job, matches.get(job.delivery_id, []))))
+        except ConfigError:
+            raise  # the operator's to fix: the whole batch goes back to pending, no row fails
+        except HeaderError as exc:
+            built.append((job, BuildFailure(f"cannot build: {exc}", final=True)))
         except Exception as exc:  # one bad digest must not stop the batch
             log.exception("could not build delivery %d for %s", job.delivery_id, job.subscriber.email)
-            built.append((job, f"build failed: {exc!r}"))
+            built.append((job, BuildFailure(f"build failed: {exc!r}")))
     return Built(skipped, built)
 
 

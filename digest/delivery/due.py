@@ -176,7 +176,8 @@ def create_edition_rows(
     page_size: int = DISPATCH_PAGE,
 ) -> tuple[list[int], int]:
     """`digest send --edition D [--to EMAIL]`: a row for edition D for every active subscriber
-    (or one) who has not had it, whatever their hour. Returns (new row ids, how many already had it)."""
+    (or one) who has not had it, whatever their hour. Returns (new row ids, how many already had
+    it). A row of D that an earlier run left pending or sending is neither: `unfinished_ids` has it."""
     now = now or utcnow()
     created: list[int] = []
     had_it = 0
@@ -191,8 +192,11 @@ def create_edition_rows(
                 break
             after = page[-1].id
             latest = ledger.newest_editions(session, [s.id for s in page])
+            unfinished = ledger.unfinished_subscribers(session, [s.id for s in page], edition)
             rows = []
             for subscriber in page:
+                if subscriber.id in unfinished:
+                    continue
                 previous = latest.get(subscriber.id)
                 # Windows are contiguous: a row at D or later means D was covered already.
                 if previous is not None and previous >= edition:

@@ -1,6 +1,6 @@
 """Every statement on the deliveries ledger (and the suppressions it consults): insert a page of
-rows, advance due times, claim, release, pick what needs a task again, suppress, and the Recorder
-that writes each outcome right after the SMTP server answered.
+rows, advance due times, claim, release, pick what needs a task again, suppress. (The outcomes of
+a batch are written by the Recorder, `digest.delivery.recorder`.)
 
 One row per (subscriber, edition), unique: two dispatch runs never make two; a row is claimed with
 a conditional UPDATE before it is sent (the ids returned are the caller's alone) and recorded after.
@@ -8,12 +8,9 @@ a conditional UPDATE before it is sent (the ids returned are the caller's alone)
 
 from __future__ import annotations
 
-import json
-import select as select_module
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime, timedelta
 
-from psycopg import pq
 from sqlalchemy import Engine, Integer, String, and_, any_, bindparam, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -219,12 +216,35 @@ def take_due_again(session: Session, now: datetime, sending_timeout: float) -> l
     return ids
 
 
-def pending_ids(session: Session, edition: date, email: str | None = None) -> list[int]:
-    """Rows of this edition left pending by an earlier run (one subscriber's, with `email`)."""
-    waiting = select(Delivery.id).where(Delivery.edition == edition, Delivery.status == DeliveryStatus.pending)
+def unfinished_ids(
+    session: Session, edition: date, now: datetime, sending_timeout: float, email: str | None = None
+) -> tuple[list[int], int]:
+    """Rows of this edition an earlier run did not finish (one subscriber's, with `email`): the
+    ids to send now (pending, or in `sending` longer than the timeout: their run died), and how
+    many another run is sending right now."""
+    stale = now - timedelta(seconds=sending_timeout)
+    rows = select(Delivery.id, Delivery.status, Delivery.claimed_at).where(
+        Delivery.edition == edition, Delivery.status.in_([DeliveryStatus.pending, DeliveryStatus.sending])
+    )
     if email is not None:
-        waiting = waiting.join(Subscriber, Subscriber.id == Delivery.subscriber_id).where(Subscriber.email == email)
-    return list(session.scalars(waiting))
+        rows = rows.join(Subscriber, Subscriber.id == Delivery.subscriber_id).where(Subscriber.email == email)
+    take, busy = [], 0
+    for delivery_id, status, claimed_at in session.execute(rows):
+        if status == DeliveryStatus.pending or claimed_at is None or claimed_at < stale:
+            take.append(delivery_id)
+        else:
+            busy += 1
+    return take, busy
+
+
+def unfinished_subscribers(session: Session, subscriber_ids: Sequence[int], edition: date) -> set[int]:
+    """Which of these subscribers have a row of this edition still pending or sending."""
+    return set(session.scalars(
+        select(Delivery.subscriber_id).where(
+            among(session, Delivery.subscriber_id, subscriber_ids, Integer), Delivery.edition == edition,
+            Delivery.status.in_([DeliveryStatus.pending, DeliveryStatus.sending]),
+        )
+    ))
 
 
 def refresh_statistics_if_stale(factory: SessionFactory, created: int) -> None:
@@ -241,134 +261,3 @@ def refresh_statistics_if_stale(factory: SessionFactory, created: int) -> None:
         known = connection.scalar(text("SELECT reltuples FROM pg_class WHERE oid = 'deliveries'::regclass"))
         if known is not None and 0 <= known < created:
             connection.exec_driver_sql("ANALYZE deliveries")
-
-
-class Recorder:
-    """Writes each outcome right after the server answered, so a killed worker leaves at most the
-    message in flight unrecorded.
-
-    On PostgreSQL (psycopg) it has one autocommit connection of its own, with synchronous_commit
-    off, and sends each outcome as a prepared UPDATE without waiting for PostgreSQL's answer: the
-    statement is written whole to the socket before the next message goes to the SMTP server, and
-    its answer is read just before the next outcome is sent (or when the batch ends). So the SMTP
-    exchange of message N+1 overlaps the commit of message N's outcome instead of following it.
-    Why this keeps the window: PostgreSQL executes and commits a statement it has received whether
-    or not the client is still there to read the answer (an implicit transaction ends at the
-    protocol's Sync, before any reply is flushed), and the kernel delivers bytes already written
-    even if this process is killed a moment later. A worker crash thus loses nothing; only a crash
-    of PostgreSQL itself can forget the last fraction of a second of outcomes (synchronous_commit
-    off), whose rows then return through the `sending` timeout: a duplicate, never a loss. An
-    outcome PostgreSQL refused is raised at the next call, still inside the batch.
-
-    Elsewhere (SQLite, other drivers) each outcome is a short committed transaction."""
-
-    def __init__(self, factory: SessionFactory) -> None:
-        self.factory = factory
-        self._connection = None
-        self._pgconn = None
-        self._prepared: dict[tuple[str, ...], bytes] = {}
-        self._waiting = False  # an outcome sent whose answer is not read yet
-        with factory() as session:
-            bind = session.get_bind()
-        if isinstance(bind, Engine) and bind.dialect.name == "postgresql":
-            self._connection = bind.connect().execution_options(isolation_level="AUTOCOMMIT")
-            self._connection.exec_driver_sql("SET synchronous_commit TO off")
-            driver = self._connection.connection.driver_connection
-            if driver.__class__.__module__.startswith("psycopg"):  # psycopg 3: libpq's own calls
-                self._pgconn = driver.pgconn
-
-    def _statement(self, columns: tuple[str, ...]) -> bytes:
-        name = self._prepared.get(columns)
-        if name is None:
-            assignments = ", ".join(f"{column} = ${n}" for n, column in enumerate(columns, 1))
-            sql = f"UPDATE deliveries SET {assignments} WHERE id = ${len(columns) + 1} AND status = 'sending'"
-            name = f"digest_record_{len(self._prepared)}".encode()
-            result = self._pgconn.prepare(name, sql.encode())
-            if result.status != pq.ExecStatus.COMMAND_OK:
-                raise RuntimeError(f"could not prepare {sql!r}: {result.get_error_message()}")
-            self._prepared[columns] = name
-        return name
-
-    @staticmethod
-    def _text_value(value) -> bytes | None:
-        """A parameter in PostgreSQL's text format; the column's type is the server's to infer."""
-        if value is None:
-            return None
-        if isinstance(value, DeliveryStatus):
-            return value.name.encode()  # stored as the enum's name (native_enum=False)
-        if isinstance(value, list):
-            return json.dumps(value).encode()
-        if isinstance(value, datetime):
-            if value.tzinfo is None:
-                raise ValueError("naive datetime given to a UTC column")
-            return value.isoformat().encode()
-        return str(value).encode()
-
-    def __call__(self, delivery_id: int, **values) -> None:
-        if self._pgconn is not None:
-            self.wait()
-            columns = tuple(values)
-            name = self._statement(columns)
-            params = [self._text_value(values[column]) for column in columns]
-            params.append(str(int(delivery_id)).encode())
-            self._pgconn.send_query_prepared(name, params)
-            self._waiting = True
-            self._flush()
-            return
-        statement = (
-            update(Delivery)
-            .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.sending)
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        self._execute(statement)
-
-    def _flush(self) -> None:
-        """psycopg keeps libpq non-blocking: wait until the whole statement is on the socket."""
-        while self._pgconn.flush():
-            select_module.select([], [self._pgconn.socket], [])
-
-    def wait(self) -> None:
-        """Read the answer to the outcome sent last; raise if PostgreSQL refused it."""
-        if not self._waiting:
-            return
-        self._waiting = False
-        error = None
-        while (result := self._pgconn.get_result()) is not None:
-            if result.status != pq.ExecStatus.COMMAND_OK and error is None:
-                error = result.get_error_message() or str(result.status)
-        if error is not None:
-            raise RuntimeError(f"recording an outcome failed: {error}")
-
-    def _execute(self, statement) -> None:
-        """On the recorder's own autocommit connection when it has one, else in a short transaction."""
-        if self._connection is not None:
-            self.wait()
-            self._connection.execute(statement)
-            return
-        with self.factory() as session, session.begin():
-            session.execute(statement)
-
-    def refresh_claims(self, ids: Sequence[int], at: datetime) -> None:
-        statement = (
-            update(Delivery)
-            .where(Delivery.id.in_(list(ids)), Delivery.status == DeliveryStatus.sending)
-            .values(claimed_at=at)
-            .execution_options(synchronize_session=False)
-        )
-        self._execute(statement)
-
-    def suppress(self, email: str, reason: str) -> None:
-        suppress(self.factory, email, reason)
-
-    def close(self) -> None:
-        if self._connection is not None:
-            try:
-                self.wait()
-                for name in self._prepared.values():
-                    self._connection.exec_driver_sql(f"DEALLOCATE {name.decode()}")
-                self._connection.exec_driver_sql("RESET synchronous_commit")
-            finally:
-                self._prepared.clear()
-                self._connection.close()
-                self._connection = self._pgconn = None

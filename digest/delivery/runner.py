@@ -33,7 +33,7 @@ from digest.delivery.send import SendReport, send_batch, send_claimed
 from digest.delivery.windows import utcnow
 from digest.editions import edition_paper_count, latest_closed_edition, latest_edition
 from digest.errors import DigestError
-from digest.mail import OutboxTransport, Transport, make_transport
+from digest.mail import OutboxTransport, Transport, check_sending, make_transport
 from digest.models import Subscriber, SubscriberStatus
 
 log = logging.getLogger(__name__)
@@ -279,7 +279,9 @@ def send_now(
     progress_factory: Callable[[int], object] | None = None,
     transport: Transport | None = None,
 ) -> SendRun:
-    """`digest send`: everything in one process over one connection (see the module docstring)."""
+    """`digest send`: everything in one process over one connection (see the module docstring).
+    A configuration fault (ConfigError) is raised before any row is created or claimed."""
+    check_sending(settings)
     now = now or utcnow()
     with factory() as session:
         email = _active_address(session, email)
@@ -341,13 +343,20 @@ class _OneProcess:
     builder: _Builder | None
 
     def send_edition(self, edition: date, email: str | None) -> SendRun:
-        """`--edition D`: new rows for whoever has not had D, and D's rows an earlier run left pending."""
+        """`--edition D`: new rows for whoever has not had D, and D's rows an earlier run did not
+        finish: left pending, or in `sending` longer than DIGEST_SENDING_TIMEOUT (that run died)."""
         run = SendRun(SendReport(), edition, "")
         ids, had_it = create_edition_rows(self.factory, edition, self.now, email)
         with self.factory() as session:
-            ids = sorted(set(ids) | set(ledger.pending_ids(session, edition, email)))
+            left, busy = ledger.unfinished_ids(session, edition, self.now, self.settings.sending_timeout, email)
+        ids = sorted(set(ids) | set(left))
         if had_it:
             run.notes.append(f"{had_it} subscriber(s) already had edition {edition}")
+        if busy:
+            run.notes.append(
+                f"{busy} being sent by another run (or by one killed less than DIGEST_SENDING_TIMEOUT, "
+                f"{self.settings.sending_timeout:g} s, ago: run this again after that to take them over)"
+            )
         if edition >= self.now.date():
             run.fine_print.append(
                 f"edition {edition} is today's and still open: papers fetched later today go to nobody who got it now"

@@ -21,6 +21,7 @@ from digest.mail.message import (
     message_bytes,
     to_bytes,
 )
+from digest.mail.preflight import check_outbox, check_sending
 from digest.mail.rendered import DigestLinks, RenderedEmail
 from digest.mail.transport import (
     DeliveryFailure,
@@ -51,6 +52,8 @@ __all__ = [
     "TransientFailure",
     "Transport",
     "build_message",
+    "check_outbox",
+    "check_sending",
     "confirm_url",
     "confirmation_message",
     "edition_renderer",

@@ -20,6 +20,7 @@ from typing import Protocol
 
 from digest import counters
 from digest.config import Settings, SmtpSettings
+from digest.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,13 @@ class TransientFailure(DeliveryFailure):
 
 
 class ServerUnavailable(TransientFailure):
-    """The server cannot take any message now (unreachable, login or sender refused): stop the
-    batch and leave its messages for a later run; no recipient is to blame."""
+    """The server cannot take any message now (unreachable, login or sender refused): no
+    recipient is to blame. `unreachable`: nothing answered (refused, timed out, a 4xx greeting),
+    worth trying again in a moment; otherwise (login or sender refused) a setting to fix."""
+
+    def __init__(self, message: str, code: int | None = None, unreachable: bool = False) -> None:
+        super().__init__(message, code)
+        self.unreachable = unreachable
 
 
 class PermanentFailure(DeliveryFailure):
@@ -69,22 +75,34 @@ def _safe_name(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9._@-]+", "_", value)[:120]
 
 
+def outbox_error(folder: Path, exc: OSError) -> ConfigError:
+    return ConfigError(f"DIGEST_OUTBOX_DIR: cannot write to {folder}: {exc.strerror or exc} (make it writable, "
+                       "point DIGEST_OUTBOX_DIR elsewhere, or set DIGEST_SMTP_URL)")
+
+
 class OutboxTransport:
-    """Writes each message as an .eml file: the default when DIGEST_SMTP_URL is unset."""
+    """Writes each message as an .eml file: the default when DIGEST_SMTP_URL is unset. A folder
+    that cannot be written is the operator's to fix: ConfigError, naming DIGEST_OUTBOX_DIR."""
 
     description = "outbox"
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise outbox_error(self.folder, exc) from None
         self.description = f"outbox folder {self.folder}"
         self.written: list[Path] = []
 
     def send(self, message: EmailMessage | bytes, sender: str, recipient: str, name: str | None = None) -> Path:
         path = self.folder / f"{_safe_name(name or recipient)}.eml"
         tmp = path.with_suffix(".eml.tmp")
-        tmp.write_bytes(wire_bytes(message))
-        tmp.replace(path)  # a reader never sees half a message
+        try:
+            tmp.write_bytes(wire_bytes(message))
+            tmp.replace(path)  # a reader never sees half a message
+        except OSError as exc:
+            raise outbox_error(self.folder, exc) from None
         self.written.append(path)
         return path
 
@@ -147,8 +165,17 @@ class SmtpTransport:
                 connection.login(self.smtp.username, self.smtp.password or "")
         except smtplib.SMTPAuthenticationError as exc:
             raise ServerUnavailable(f"{self.description} refused the login: {exc.smtp_code}", exc.smtp_code) from None
-        except (OSError, smtplib.SMTPException) as exc:
+        except ssl.SSLCertVerificationError as exc:
             raise ServerUnavailable(f"cannot reach {self.description}: {exc}") from None
+        except smtplib.SMTPConnectError as exc:  # the greeting was not 220: a 4xx says "busy, later"
+            raise ServerUnavailable(f"cannot reach {self.description}: {exc}", exc.smtp_code,
+                                    unreachable=400 <= exc.smtp_code < 500) from None
+        except smtplib.SMTPServerDisconnected as exc:
+            raise ServerUnavailable(f"cannot reach {self.description}: {exc}", unreachable=True) from None
+        except smtplib.SMTPException as exc:  # (an OSError too) e.g. STARTTLS required, not offered
+            raise ServerUnavailable(f"cannot reach {self.description}: {exc}") from None
+        except OSError as exc:  # refused, timed out, no route, a name that does not resolve
+            raise ServerUnavailable(f"cannot reach {self.description}: {exc}", unreachable=True) from None
         self.connections_opened += 1
         return connection
 

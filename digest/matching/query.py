@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from digest.errors import DigestError
 from digest.matching.normalize import compounds, joined, word_keys
@@ -371,6 +372,14 @@ def tidy(text: str) -> str:
 
 def parse_query(text: str) -> Query:
     """Parse one topic. Raises QueryError saying where and why when the topic is not understood."""
+    if not isinstance(text, str):
+        raise QueryError("a topic must be text", None, repr(text))
+    return _parse_query(text)
+
+
+@lru_cache(maxsize=16384)  # topics repeat across subscribers (an import of 100,000 has a few thousand)
+def _parse_query(text: str) -> Query:
+    """parse_query for a string: pure, and every node frozen, so one parse serves every caller."""
     if not isinstance(text, str):
         raise QueryError("a topic must be text", None, repr(text))
     topic = tidy(text)

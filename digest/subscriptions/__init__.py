@@ -7,7 +7,7 @@ from digest.subscriptions.confirmation import (
     send_confirmation,
     send_due_confirmation,
 )
-from digest.subscriptions.importer import ImportReport, import_csv
+from digest.subscriptions.importer import ImportReport, add_subscriber, import_csv
 from digest.subscriptions.lifecycle import (
     SettingsForm,
     SubscribeOutcome,
@@ -51,6 +51,7 @@ __all__ = [
     "InvalidInput",
     "SettingsForm",
     "SubscribeOutcome",
+    "add_subscriber",
     "TopicErrors",
     "check_hour",
     "check_single_line_fields",

@@ -5,6 +5,8 @@ PostgreSQL refuses is not silently dropped."""
 from __future__ import annotations
 
 import subprocess
+import threading
+import uuid
 import sys
 import time
 from datetime import date, datetime, timezone
@@ -13,10 +15,12 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from digest.db import make_engine, upgrade
 from digest.db import session_factory as make_session_factory
 from digest.delivery import Recorder
 from digest.models import Delivery, DeliveryStatus
 from tests.factories import make_subscriber
+from tests.pg_instance import PostgresInstance
 
 pytestmark = pytest.mark.postgres_only
 
@@ -111,3 +115,66 @@ def test_an_outcome_for_a_row_no_longer_in_sending_changes_nothing(committed_db)
     finally:
         record.close()
     assert statuses(committed_db, ids) == {ids[0]: "pending"}
+
+
+@pytest.mark.integration
+def test_outcomes_written_before_postgresql_crashed_are_written_again_when_it_is_back(tmp_path):
+    """An immediate stop (a crash) forgets commits that synchronous_commit=off had acknowledged
+    but not flushed, and cuts the outcome in flight: the Recorder keeps every outcome until a
+    synchronous commit made it durable, waits for the server, and writes them again."""
+    instance = PostgresInstance().init()
+    try:
+        engine = make_engine(instance.create_database(f"rec_{uuid.uuid4().hex[:6]}"))
+        upgrade(engine)
+        ids = claimed_rows(engine, 6)
+        record = Recorder(make_session_factory(engine), ids, outage_wait=60)
+        for delivery_id in ids[:5]:
+            record(delivery_id, status=DeliveryStatus.sent, sent_at=datetime.now(timezone.utc), last_error=None)
+        instance.stop("immediate")
+        threading.Timer(1.0, instance.start).start()
+        record(ids[5], status=DeliveryStatus.sent, sent_at=datetime.now(timezone.utc), last_error=None)  # waits
+        record.confirm()
+        record.close()
+        assert record.recoveries >= 1
+        assert statuses(engine, ids) == {i: "sent" for i in ids}
+        engine.dispose()
+    finally:
+        instance.destroy()
+
+
+@pytest.mark.integration
+def test_outcomes_of_a_confirmed_batch_survive_a_crash_right_after():
+    """synchronous_commit=off: PostgreSQL acknowledged them before flushing. Once confirm() has
+    returned they are on disk, so a crash the next moment (an immediate stop) forgets none."""
+    instance = PostgresInstance().init()
+    try:
+        engine = make_engine(instance.create_database(f"rec_{uuid.uuid4().hex[:6]}"))
+        upgrade(engine)
+        ids = claimed_rows(engine, 200)
+        record = Recorder(make_session_factory(engine), ids)
+        for delivery_id in ids:
+            record(delivery_id, status=DeliveryStatus.sent, sent_at=datetime.now(timezone.utc), last_error=None)
+        record.confirm()
+        record.close()
+        engine.dispose()
+        instance.stop("immediate")
+        instance.start()
+        instance.wait_ready()
+        assert statuses(engine, ids) == {i: "sent" for i in ids}
+        engine.dispose()
+    finally:
+        instance.destroy()
+
+
+def test_a_confirmed_batch_lets_its_outcomes_go(committed_db):
+    ids = claimed_rows(committed_db, 2)
+    record = Recorder(make_session_factory(committed_db), ids)
+    try:
+        record(ids[0], status=DeliveryStatus.sent, sent_at=datetime.now(timezone.utc))
+        record(ids[1], status=DeliveryStatus.skipped)
+        assert set(record.unconfirmed) == set(ids)  # kept until known to be durable
+        record.confirm()
+        assert record.unconfirmed == {}
+    finally:
+        record.close()
+    assert statuses(committed_db, ids) == {ids[0]: "sent", ids[1]: "skipped"}

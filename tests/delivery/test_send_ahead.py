@@ -84,6 +84,7 @@ def test_a_run_whose_server_goes_away_leaves_the_batch_claimed_ahead_pending(com
             return super().send(*args, **kwargs)
 
     transport = ServerStopsAfterThree(parse_smtp_url(configured.smtp_url), timeout=5)
+    configured = configured.model_copy(update={"smtp_outage_wait": 0.5})  # waits that long, then stops
     run = send_now(factory, configured, edition=EDITION, transport=transport)
     transport.close()
     assert run.report.sent == 3 and run.report.errors

@@ -218,3 +218,41 @@ def test_two_dispatch_runs_at_the_same_time_send_no_digest_twice(env, committed_
         assert wait_until_final(committed_db, 120) == {"sent": 120}
     assert created <= 120
     assert smtp.handler.recipients() == {email: 1 for email in emails}
+
+
+def test_an_smtp_server_back_after_a_short_outage_gets_the_digests_without_another_dispatch(
+    env, committed_db, smtp, tmp_path
+):
+    """Issue 13: the digests used to wait for the 5-minute back-off and the next dispatch."""
+    emails = [f"r{n:02d}@example.org" for n in range(30)]
+    populate(committed_db, emails)
+    env = {**env, "DIGEST_SMTP_RATE": "20", "DIGEST_SMTP_OUTAGE_RETRY": "0.5", "DIGEST_BATCH_SIZE": "10"}
+    queue = unique_queue()
+    with running_worker(env, queue, log_path=tmp_path / "worker.log"):
+        run_dispatch(queue)  # the only dispatch of this test
+        deadline = time.monotonic() + 30
+        while sum(smtp.handler.recipients().values()) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        smtp.go_away()
+        time.sleep(3)
+        smtp.come_back()
+        assert wait_until_final(committed_db, 30, timeout=60) == {"sent": 30}
+    received = smtp.handler.recipients()
+    assert set(received) == set(emails)
+    assert sum(received.values()) - len(emails) <= 1  # a drop after a 250 costs at most that one
+
+
+def test_an_outage_longer_than_the_wait_is_retried_by_the_task_soon(env, committed_db, smtp, tmp_path):
+    emails = [f"r{n}@example.org" for n in range(4)]
+    populate(committed_db, emails)
+    env = {**env, "DIGEST_SMTP_OUTAGE_WAIT": "1", "DIGEST_SMTP_OUTAGE_RETRY": "1"}
+    queue = unique_queue()
+    smtp.go_away()
+    with running_worker(env, queue, log_path=tmp_path / "worker.log"):
+        run_dispatch(queue)
+        time.sleep(4)  # the task waited 1 s, left the rows pending and retries every second or so
+        with Session(committed_db) as session:
+            assert set(session.scalars(select(Delivery.status))) <= {DeliveryStatus.pending, DeliveryStatus.sending}
+        smtp.come_back()
+        assert wait_until_final(committed_db, 4, timeout=30) == {"sent": 4}
+    assert smtp.handler.recipients() == {email: 1 for email in emails}
