@@ -33,16 +33,15 @@ class ExpiredToken(InvalidToken):
 
 
 class _KeyedSigner(TimestampSigner):
-    """itsdangerous derives the purpose's key (an HMAC of key and salt) on every signature; it
-    depends only on the key and the purpose, so each signer derives it once. Same tokens, byte for
-    byte: only the repeated work goes."""
+    """itsdangerous derives the purpose's key (an HMAC of key and salt) on every signature and
+    every check; it depends only on the key and the purpose, so each signer derives it once per key
+    (the signing key and each fallback). Same tokens, byte for byte: only the repeated work goes."""
 
     def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
-        if secret_key is not None:  # verifying with an older key (rotation): not cached
-            return super().derive_key(secret_key)
-        key = self.__dict__.get("_derived")
+        derived = self.__dict__.setdefault("_derived", {})
+        key = derived.get(secret_key)
         if key is None:
-            key = self._derived = super().derive_key()
+            key = derived[secret_key] = super().derive_key(secret_key)
         return key
 
 
@@ -61,14 +60,15 @@ class _PurposeSerializer(URLSafeTimedSerializer):
 
 
 @lru_cache(maxsize=64)
-def _purpose_serializer(secret_key: str, purpose: str) -> URLSafeTimedSerializer:
-    return _PurposeSerializer(secret_key, salt=f"digest.{purpose}")
+def _purpose_serializer(secret_keys: tuple[str, ...], purpose: str) -> URLSafeTimedSerializer:
+    # Oldest key first: itsdangerous signs with the last one and verifies with each, newest first.
+    return _PurposeSerializer(list(secret_keys), salt=f"digest.{purpose}")
 
 
 def _serializer(purpose: str, settings: Settings) -> URLSafeTimedSerializer:
     if purpose not in PURPOSES:
         raise ValueError(f"unknown token purpose {purpose!r}")
-    return _purpose_serializer(settings.secret_key, purpose)
+    return _purpose_serializer(settings.secret_keys, purpose)
 
 
 def make_token(subscriber: Subscriber, purpose: str, settings: Settings) -> str:

@@ -45,7 +45,7 @@ def test_a_tampered_token_is_refused(session, settings):
 
 def test_a_token_signed_with_another_key_is_refused(session, settings):
     subscriber = make_subscriber(session)
-    other = load_settings(database_url=settings.database_url, secret_key="some-other-key")
+    other = load_settings(database_url=settings.database_url, secret_key="some-other-server-s-secret-key-0123456789")
     with pytest.raises(InvalidToken):
         read_token(session, make_token(subscriber, "settings", other), "settings", settings)
 
@@ -88,3 +88,19 @@ def test_invalid_token_is_a_digest_error_with_one_line():
     from digest.errors import DigestError
 
     assert issubclass(InvalidToken, DigestError) and issubclass(ExpiredToken, InvalidToken)
+
+
+def test_after_a_key_rotation_old_links_verify_and_new_ones_use_the_new_key(session, settings):
+    subscriber = make_subscriber(session)
+    old_link = make_token(subscriber, "settings", settings)
+    rotated = load_settings(database_url=settings.database_url, base_url=settings.base_url,
+                            secret_key="the-new-secret-key-0123456789abcdef", secret_key_fallbacks=settings.secret_key)
+    assert read_token(session, old_link, "settings", rotated) is subscriber
+    new_link = make_token(subscriber, "settings", rotated)
+    assert new_link != old_link and read_token(session, new_link, "settings", rotated) is subscriber
+    with pytest.raises(InvalidToken):  # the old key alone does not know the new one
+        read_token(session, new_link, "settings", settings)
+    retired = load_settings(database_url=settings.database_url, base_url=settings.base_url,
+                            secret_key="the-new-secret-key-0123456789abcdef")
+    with pytest.raises(InvalidToken):  # once the old key leaves the fallbacks, its links are dead
+        read_token(session, old_link, "settings", retired)

@@ -123,7 +123,7 @@ def create_app(
     app.state.sessions = sessions
     app.state.transport = transport
     app.state.limiter = limiter or RateLimiter(settings.subscribe_rate_limit, window=3600, redis_url=settings.broker_url)
-    app.state.pages = Pages(template_environment(), CsrfProtect(settings.secret_key, settings.base_url.startswith("https")), settings)
+    app.state.pages = Pages(template_environment(), CsrfProtect(settings.secret_keys, settings.base_url.startswith("https")), settings)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):

@@ -81,7 +81,7 @@ def server(committed_db, database_url, inbox, tmp_path):
     listener.bind(("127.0.0.1", 0))
     base_url = f"http://127.0.0.1:{listener.getsockname()[1]}"
     settings = load_settings(
-        database_url=database_url, base_url=base_url, secret_key="browser-test-key", broker_url=REDIS_URL,
+        database_url=database_url, base_url=base_url, secret_key="browser-test-secret-key-0123456789abcdef", broker_url=REDIS_URL,
         smtp_url=f"smtp://127.0.0.1:{smtp_port}?starttls=off", outbox_dir=tmp_path / "outbox", sources="hf",
     )
     sessions = session_factory(committed_db)

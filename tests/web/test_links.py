@@ -96,7 +96,7 @@ def tampered(token: str) -> str:
 def bad_links(subscriber, settings, purpose):
     good = make_token(subscriber, purpose, settings)
     other = "settings" if purpose != "settings" else "unsubscribe"
-    foreign_key = load_settings(database_url=settings.database_url, secret_key="another-server's-key")
+    foreign_key = load_settings(database_url=settings.database_url, secret_key="another-server's-secret-key-0123456789")
     return {
         "tampered": tampered(good),
         "truncated": good[: len(good) // 2],
