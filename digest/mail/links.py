@@ -1,5 +1,5 @@
 """The absolute URLs that every email carries, built from DIGEST_BASE_URL and signed tokens.
-They take anything with the subscriber's `id` and `token_version` (a row, or a delivery's Recipient)."""
+They take anything with the subscriber's `id` and `link_secret` (a row, or a delivery's Recipient)."""
 
 from __future__ import annotations
 

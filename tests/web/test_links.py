@@ -355,3 +355,23 @@ def test_the_full_edition_page_lists_every_match(client, active, papers, setting
     assert client.get(path(view_url(active, EDITION, settings)).replace("2026-11-26", "2026-13-01")).status_code == 404
     settings_token = make_token(active, "settings", settings)
     assert client.get(f"/digest/2026-11-26/{settings_token}").status_code == 400
+
+
+def test_a_deleted_subscribers_links_do_not_control_whoever_subscribes_next(client, session, settings, outbox, papers):
+    """SQLite gave the next subscriber the deleted row's id: the old links then confirmed them,
+    exported their address and rewrote their topics."""
+    client.post("/subscribe", data={"csrf_token": csrf_token(client), "email": "first@example.org", "topics": "agents"})
+    confirm_first = path(confirm_link(sent_messages(outbox)[-1]))
+    settings_first = client.post(confirm_first, data={"csrf_token": csrf_token(client, confirm_first)}).headers["location"]
+    settings_first = settings_first.split("?")[0]
+    client.post(settings_first + "/delete", data={"csrf_token": csrf_token(client, settings_first), "confirm_delete": "yes"})
+    client.post("/subscribe", data={"csrf_token": csrf_token(client), "email": "next@example.org", "topics": "robots"})
+    following = session.scalars(select(Subscriber).where(Subscriber.email == "next@example.org")).one()
+    for old in (confirm_first, settings_first, settings_first + "/export", settings_first + "/preview"):
+        answer = client.get(old)
+        assert answer.status_code == 400 and "next@example.org" not in answer.text, old
+    assert client.post(confirm_first, data={"csrf_token": csrf_token(client)}).status_code == 400
+    changed = client.post(settings_first, data={"csrf_token": csrf_token(client), "topics": "stolen", "hour": "3"})
+    assert changed.status_code == 400
+    following = reload(session, following.id)
+    assert following.status == SubscriberStatus.pending and [t.query for t in following.topics] == ["robots"]
