@@ -10,8 +10,9 @@ from digest.models import Subscriber
 from digest.tokens import make_token
 
 
-def confirm_url(subscriber: Subscriber, settings: Settings) -> str:
-    return f"{settings.base_url}/confirm/{make_token(subscriber, 'confirm', settings)}"
+def confirm_url(subscriber: Subscriber, settings: Settings, request: dict | None = None) -> str:
+    """`request`: what the link confirms (digest.subscriptions.confirmation.link_request)."""
+    return f"{settings.base_url}/confirm/{make_token(subscriber, 'confirm', settings, request)}"
 
 
 def settings_url(subscriber: Subscriber, settings: Settings) -> str:

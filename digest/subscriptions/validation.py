@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
@@ -24,6 +25,10 @@ DEFAULT_MAX_PAPERS = 10
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 SINGLE_LINE = "must be one line of text without control characters"
+NEEDS_SMTPUTF8 = (
+    "this address has non-ASCII characters before the @, which this service cannot send to; "
+    "use an address with only ASCII letters before the @ (accents in the domain are fine)"
+)
 
 
 class InvalidInput(DigestError):
@@ -58,6 +63,10 @@ def normalise_email(email: str) -> str:
         result = validate_email(email.strip(), check_deliverability=False)
     except EmailNotValidError as exc:
         raise InvalidInput({"email": str(exc)}) from None
+    if result.smtputf8:
+        # The messages this service writes are ASCII (an accented domain is IDNA-encoded): an
+        # address that needs SMTPUTF8 (é@example.org) could never be mailed, so it is never stored.
+        raise InvalidInput({"email": NEEDS_SMTPUTF8})
     return result.normalized.lower()
 
 
@@ -152,6 +161,22 @@ def int_field(name: str, value, low: int, high: int) -> int | None:
 def check_hour(value) -> int | None:
     return int_field("hour", value, 0, 23)
 
+
+
+@dataclass(frozen=True)
+class SubscribeRequest:
+    """What a subscribe form or command asked for, every field checked (no database needed)."""
+
+    email: str
+    topics: tuple[str, ...]
+    timezone: str | None = None
+    hour: int | None = None
+
+
+def read_subscribe_request(email, topics, timezone=None, hour=None) -> SubscribeRequest:
+    """The checked request, or InvalidInput for the first bad field (address, topics, zone, hour)."""
+    return SubscribeRequest(normalise_email(email), tuple(clean_topics(topics)), check_timezone(timezone),
+                            check_hour(hour))
 
 
 def check_single_line_fields(fields: Iterable[tuple[str, object]], multiline: frozenset[str] = frozenset({"topics"})) -> None:

@@ -79,28 +79,16 @@ async def subscribe(request: Request):
     if not _csrf_ok(request, form):
         return _csrf_error(request)
     values = {k: str(form.get(k, "")) for k in ("email", "topics", "timezone", "hour")}
-
-    def work():
-        try:
-            subs.check_single_line_fields(form.multi_items())
-            with unit_of_work(request) as session:
-                outcome = subs.subscribe_request(
-                    session, values["email"], values["topics"], settings_of(request),
-                    timezone=values["timezone"] or None, hour=values["hour"] or None, defer_confirmation=True,
-                )
-                subscriber_id = outcome.subscriber.id
-        except subs.InvalidInput as exc:
-            return _landing(request, values, _form_errors(exc), 422)
-        # The email goes out after the answer: its timing must not tell a new address from a known one.
-        task = BackgroundTask(_send_confirmation, request, subscriber_id) if outcome.confirmation_due else None
-        return RedirectResponse("/subscribed", status_code=303, background=task)
-
-    return await run_in_threadpool(work)
-
-
-def _send_confirmation(request: Request, subscriber_id: int) -> None:
-    with unit_of_work(request) as session:
-        subs.send_due_confirmation(session, subscriber_id, settings_of(request), transport=request.app.state.transport)
+    try:  # checks the form alone: no database, so its time cannot tell a known address from a new one
+        subs.check_single_line_fields(form.multi_items())
+        wanted = subs.read_subscribe_request(values["email"], values["topics"], values["timezone"] or None,
+                                             values["hour"] or None)
+    except subs.InvalidInput as exc:
+        return await run_in_threadpool(_landing, request, values, _form_errors(exc), 422)
+    # Everything that touches the store happens after the answer, the same answer for everyone.
+    task = BackgroundTask(subs.subscribe_in_background, request.app.state.sessions, wanted, settings_of(request),
+                          request.app.state.transport)
+    return RedirectResponse("/subscribed", status_code=303, background=task)
 
 
 @router.get("/subscribed", response_class=HTMLResponse)
@@ -117,8 +105,8 @@ async def confirm_page(request: Request, link: Link = link_to("confirm")):
         with link.open(request) as (session, subscriber):
             return pages_of(request).render(
                 request, "confirm.html",
-                {"subscriber": subscriber, "topics": [t.query for t in subscriber.topics], "token": link.token,
-                 "settings_url": settings_url(subscriber, settings_of(request))},
+                {"subscriber": subscriber, "topics": subs.topics_to_confirm(subscriber, link.claims.request),
+                 "token": link.token, "settings_url": settings_url(subscriber, settings_of(request))},
             )
 
     return await run_in_threadpool(work)
@@ -133,7 +121,12 @@ async def confirm(request: Request, link: Link = link_to("confirm")):
     def work():
         with link.open(request) as (session, subscriber):
             try:
-                subs.confirm(session, subscriber)
+                subs.confirm_link(session, subscriber, link.claims.request)
+            except subs.TopicErrors:
+                return pages_of(request).error(
+                    request, 409, "These topics are no longer accepted",
+                    "The topics in this link no longer pass the checks. Subscribe again on the home page.",
+                )
             except subs.InvalidInput:
                 return pages_of(request).error(
                     request, 409, "This subscription was ended",

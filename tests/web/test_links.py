@@ -311,12 +311,31 @@ def test_resubscribing_after_unsubscribe_goes_through_double_opt_in_again(client
     client.post(path(unsubscribe_url(active, settings)), data={"List-Unsubscribe": "One-Click"})
     answer = client.post("/subscribe", data={"csrf_token": csrf_token(client), "email": "BO@example.org", "topics": "agents"})
     assert answer.status_code == 303
+    # Until the owner confirms, the request changes nothing (anyone may have sent it): still
+    # unsubscribed, same topics, and the owner's links still work.
     s = reload(session, active.id)
-    assert s.status == SubscriberStatus.pending and [t.query for t in s.topics] == ["agents"]
-    assert client.get(old_settings).status_code == 400  # links from the earlier subscription are dead
+    assert s.status == SubscriberStatus.unsubscribed and [t.query for t in s.topics] == ["pretraining", "diffusion"]
+    assert client.get(old_settings).status_code == 200
     link = path(confirm_link(sent_messages(outbox)[-1]))
+    assert "<code>agents</code>" in client.get(link).text
     client.post(link, data={"csrf_token": csrf_token(client, link)})
-    assert reload(session, active.id).status == SubscriberStatus.active
+    s = reload(session, active.id)
+    assert s.status == SubscriberStatus.active and [t.query for t in s.topics] == ["agents"]
+    assert client.get(old_settings).status_code == 400  # links from the earlier subscription are dead
+
+
+def test_a_stranger_cannot_change_what_the_owner_of_a_pending_address_confirms(client, session, settings, outbox):
+    client.post("/subscribe", data={"csrf_token": csrf_token(client), "email": "ana@example.org", "topics": "pretraining"})
+    owners_link = path(confirm_link(sent_messages(outbox)[-1]))
+    client.post("/subscribe", data={"csrf_token": csrf_token(client), "email": "ana@example.org",
+                                    "topics": "something else", "timezone": "Asia/Tokyo", "hour": "23"})
+    page = client.get(owners_link)
+    assert "<code>pretraining</code>" in page.text and "something else" not in page.text
+    client.post(owners_link, data={"csrf_token": csrf_token(client, owners_link)})
+    s = session.scalars(select(Subscriber).where(Subscriber.email == "ana@example.org")).one()
+    session.refresh(s)
+    assert s.status == SubscriberStatus.active and [t.query for t in s.topics] == ["pretraining"]
+    assert (s.timezone, s.delivery_hour) == ("UTC", 7)
 
 
 def test_unsubscribed_addresses_cannot_be_confirmed_by_an_old_link(client, session, pending, settings):

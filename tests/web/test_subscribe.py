@@ -177,3 +177,11 @@ def test_pages_send_security_headers(client):
 def test_unknown_page_is_an_html_404(client):
     answer = client.get("/nothing-here")
     assert answer.status_code == 404 and "Page not found" in answer.text
+
+
+def test_an_address_that_needs_smtputf8_is_refused_on_the_form_and_nothing_is_stored(client, session, outbox):
+    answer = post_subscribe(client, email="é@example.org")
+    assert answer.status_code == 422
+    assert "Email address: this address has non-ASCII characters before the @" in answer.text
+    assert "é@example.org" in answer.text  # what was typed stays in the form
+    assert count(session) == 0 and outbox.written == []
