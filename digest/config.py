@@ -6,6 +6,7 @@ from deep inside a request: operators read these messages at 3 a.m.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -121,6 +122,7 @@ def _check_url(value: str, schemes: tuple[str, ...]) -> str:
 
 
 def _split_keys(value: str) -> list[str]:
+    """A comma-separated setting's items."""
     return [key.strip() for key in value.split(",") if key.strip()]
 
 
@@ -183,6 +185,12 @@ class Settings(BaseSettings):
     # Earlier secret keys, comma-separated: links signed with them still verify; new links are
     # signed with DIGEST_SECRET_KEY alone. For rotating the key without breaking sent links.
     secret_key_fallbacks: str = ""
+    # The reverse proxies whose X-Forwarded-For names the client (comma-separated addresses or
+    # networks, `*` for every peer); none by default: the connecting address is the client.
+    trusted_proxies: str = ""
+    # Connections (with the requests in flight) one `digest web` process holds before answering
+    # 503 at once: a flood fails fast instead of piling up.
+    web_max_connections: int = Field(1000, ge=1)
 
     @field_validator("database_url")
     @classmethod
@@ -217,6 +225,17 @@ class Settings(BaseSettings):
             _check_secret_key(key, info.data.get("base_url"), "an old key")
         return value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        for item in _split_keys(value):
+            if item != "*":
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ValueError(f"{item!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/24)") from None
+        return value
+
     @field_validator("smtp_url")
     @classmethod
     def _smtp_url(cls, value: str | None) -> str | None:
@@ -242,6 +261,10 @@ class Settings(BaseSettings):
         """Every key a link may be signed with, oldest first: itsdangerous signs with the last and
         verifies with each, newest first."""
         return (*reversed(_split_keys(self.secret_key_fallbacks)), self.secret_key)
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return _split_keys(self.trusted_proxies)
 
     @property
     def source_specs(self) -> tuple[SourceSpec, ...]:

@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from digest.config import REPO_ROOT, Settings
 from digest.db import ensure_schema, make_engine, session_factory
@@ -149,6 +150,10 @@ def create_app(
             )
         return app.state.pages.error(request, 400, "This link is not valid", BAD_LINK)
 
+    if settings.trusted_proxy_list:
+        # The client address (rate limits) from X-Forwarded-For, only when a trusted proxy sent it;
+        # here rather than in `digest web`, so that any ASGI server behaves the same.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxy_list)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     app.include_router(routes.router)
     return app

@@ -9,6 +9,8 @@ which still stops a single client from mail-bombing through us.
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import logging
 import threading
 import time
@@ -16,6 +18,22 @@ import time
 import redis
 
 log = logging.getLogger(__name__)
+
+
+def client_key(client: str) -> str:
+    """A bounded key for a client address. An IPv4 address as written; an IPv6 address by its /64
+    (one subscriber line holds a whole /64, and would otherwise get 2^64 counters); anything else
+    (a forwarded header that is not an address) by a hash, so a header of any size makes a key of
+    40 characters at most."""
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return "h-" + hashlib.sha256(client.encode("utf-8", "replace")).hexdigest()[:32]
+    if address.version == 6:
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 class MemoryCounter:
@@ -70,7 +88,7 @@ class RateLimiter:
         return "redis" if self.redis else "memory"
 
     def allow(self, client: str, scope: str = "subscribe") -> bool:
-        key = f"{self.prefix}:{scope}:{client}"
+        key = f"{self.prefix}:{scope}:{client_key(client)}"
         if self.redis is not None:
             try:
                 return self.redis.hit(key, self.window) <= self.limit

@@ -55,12 +55,16 @@ def smtp_server() -> Iterator[tuple[Inbox, int]]:
 
 
 @contextmanager
-def served(app_for, **config) -> Iterator[str]:
-    """`app_for(base_url)` served by uvicorn on 127.0.0.1; yields the base URL."""
+def served(app_for, make_config=None) -> Iterator[str]:
+    """`app_for(base_url)` served by uvicorn on 127.0.0.1 (configured by `make_config(app)`, e.g.
+    as `digest web` does); yields the base URL."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     base_url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(app_for(base_url), log_level="warning", lifespan="off", **config))
+    app = app_for(base_url)
+    config = make_config(app) if make_config else uvicorn.Config(app, log_level="warning")
+    config.lifespan = "off"
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
