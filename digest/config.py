@@ -191,6 +191,8 @@ class Settings(BaseSettings):
     # Connections (with the requests in flight) one `digest web` process holds before answering
     # 503 at once: a flood fails fast instead of piling up.
     web_max_connections: int = Field(1000, ge=1)
+    # Live previews (and settings pages, which show one) per minute, per link and per client address.
+    preview_rate_limit: int = Field(60, ge=1)
 
     @field_validator("database_url")
     @classmethod

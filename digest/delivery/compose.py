@@ -36,7 +36,7 @@ from digest.mail import (
     unsubscribe_url,
     view_url,
 )
-from digest.matching import Match, match_subscribers
+from digest.matching import Match, match_subscribers, preview
 from digest.matching.rank import Top
 from digest.models import Delivery, Frequency, Subscriber, SubscriberStatus, Topic
 
@@ -346,12 +346,16 @@ def edition_page(session: Session, settings: Settings, subscriber: Subscriber, e
         )
 
 
-def topic_matches(session: Session, topics: Sequence[str], edition: date, limit: int) -> tuple[list[Match], int]:
+def topic_matches(session: Session, topics: Sequence[str], edition: date, limit: int,
+                  budget: float | None = None) -> tuple[list[Match], int]:
     """What `topics` (typed, not yet saved) would send from `edition`: the first `limit` matches
-    and how many there are in all, through the same matching step as every digest."""
-    recipient = Recipient(0, "", SubscriberStatus.active, "", limit, False, Frequency.daily, None, None, list(topics))
-    job = _view(recipient, edition)
+    and how many there are in all, in digest order (matching.preview: the same papers and order
+    as the digest, without the explanations a list of titles does not show, and without keeping
+    anything in the edition's caches). PreviewTimeout past `budget` seconds of CPU time."""
     composer = composer_for_matching()
     with composer.lock:
-        matches = composer.match(session, [job])[0]
-    return list(matches), matches.total
+        data = composer.editions(session, [edition]).get(edition)
+        if data is None or not data.papers:
+            return [], 0
+        top = preview(data.index.overlay(), list(topics), limit, budget)
+    return list(top), top.total

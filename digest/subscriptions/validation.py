@@ -16,10 +16,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from email_validator import EmailNotValidError, validate_email
 
 from digest.errors import DigestError
-from digest.matching import QueryError, parse_query, validate_topics
+from digest.matching import SAVED_TOPIC_LIMITS, QueryError, parse_query, validate_topics
 
 MAX_TOPICS = 20
-MAX_TOPIC_LENGTH = 200
+MAX_TOPIC_LENGTH = SAVED_TOPIC_LIMITS.length  # 200; the words and prefixes a topic may have too
 MAX_PAPERS_LIMIT = 50
 DEFAULT_MAX_PAPERS = 10
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -95,7 +95,7 @@ def split_topics(text: str) -> list[str]:
 def _query_error(topic: str) -> str | None:
     """The matching parser's message for a topic it refuses (where and why), or None."""
     try:
-        parse_query(topic)
+        parse_query(topic, SAVED_TOPIC_LIMITS)
     except QueryError as exc:
         return exc.message + (f" at column {exc.column}" if exc.column else "")
     return None
@@ -126,8 +126,12 @@ def clean_topics(topics: Iterable[str] | str) -> list[str]:
             cleaned.append(topic)
     if errors:
         raise TopicErrors(errors)
-    # The parser's own tidying and de-duplication ("LLMs" and "llm" are one topic).
-    cleaned = validate_topics(cleaned)
+    # The parser's own tidying and de-duplication ("LLMs" and "llm" are one topic), and the words
+    # all topics may have together.
+    try:
+        cleaned = validate_topics(cleaned, SAVED_TOPIC_LIMITS)
+    except QueryError as exc:
+        raise InvalidInput({"topics": exc.message}) from None
     if not cleaned:
         raise InvalidInput({"topics": "give at least one topic"})
     if len(cleaned) > MAX_TOPICS:

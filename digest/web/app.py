@@ -18,6 +18,7 @@ from digest.config import REPO_ROOT, Settings
 from digest.db import ensure_schema, make_engine, session_factory
 from digest.tokens import ExpiredToken
 from digest.web import routes
+from digest.web.capacity import Capacity
 from digest.web.csrf import COOKIE, CsrfProtect
 from digest.web.deps import LinkRefused
 from digest.web.ratelimit import RateLimiter
@@ -124,6 +125,7 @@ def create_app(
     app.state.sessions = sessions
     app.state.transport = transport
     app.state.limiter = limiter or RateLimiter(settings.subscribe_rate_limit, window=3600, redis_url=settings.broker_url)
+    app.state.capacity = Capacity(concurrent=1, waiting=16)  # requests that match topics, at a time
     app.state.pages = Pages(template_environment(), CsrfProtect(settings.secret_keys, settings.base_url.startswith("https")), settings)
 
     @app.middleware("http")

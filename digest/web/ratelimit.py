@@ -87,11 +87,14 @@ class RateLimiter:
     def backend(self) -> str:
         return "redis" if self.redis else "memory"
 
-    def allow(self, client: str, scope: str = "subscribe") -> bool:
+    def allow(self, client: str, scope: str = "subscribe", limit: int | None = None, window: int | None = None) -> bool:
+        """One more request of `client` in `scope`; False past the scope's limit (the limiter's
+        own, unless this scope has its own `limit` per `window` seconds)."""
         key = f"{self.prefix}:{scope}:{client_key(client)}"
+        limit, window = limit or self.limit, window or self.window
         if self.redis is not None:
             try:
-                return self.redis.hit(key, self.window) <= self.limit
+                return self.redis.hit(key, window) <= limit
             except Exception as exc:  # noqa: BLE001 - Redis went away: keep serving, count here
                 log.warning("Redis rate-limit counter failed, counting in memory: %s", exc)
-        return self.memory.hit(key, self.window) <= self.limit
+        return self.memory.hit(key, window) <= limit

@@ -20,6 +20,7 @@ from digest.delivery import edition_page as full_edition_page
 from digest.mail import settings_url
 from digest.models import SubscriberStatus
 from digest.tokens import make_token
+from digest.web.capacity import Busy
 from digest.web.csrf import COOKIE, FIELD
 from digest.web.deps import Link, link_to, pages_of, settings_of, unit_of_work
 
@@ -165,17 +166,47 @@ def _settings_page(request, session, subscriber, token, values=None, errors=None
     )
 
 
+TOO_SLOW = "These topics take too long to preview: fewer or narrower topics would show one. Your digest is not affected."
+TOO_MANY_PREVIEWS = "Too many previews in a minute: the preview comes back in a moment."
+BUSY = "The server is busy: try again in a moment."
+
+
+async def _over_preview_limit(request: Request, link: Link) -> bool:
+    """Previews (the live one, and the settings page, which shows one) per minute, per link and
+    per client address: a reader typing fast stays well under it, a flood does not."""
+    limiter, limit = request.app.state.limiter, settings_of(request).preview_rate_limit
+    client = request.client.host if request.client else "unknown"
+
+    def count() -> bool:
+        return not (limiter.allow(f"link-{link.claims.subscriber_id}", "preview-link", limit, 60)
+                    and limiter.allow(client, "preview-client", limit, 60))
+
+    return await run_in_threadpool(count)
+
+
+async def _matching(request: Request, work, as_json: bool):
+    """Run a request that matches topics within the process's capacity (digest/web/capacity.py)."""
+    try:
+        return await request.app.state.capacity.run(work)
+    except Busy:
+        if as_json:
+            return JSONResponse({"message": BUSY, "errors": []}, status_code=503, headers={"Retry-After": "2"})
+        return pages_of(request).error(request, 503, "Busy", BUSY, headers={"Retry-After": "2"})
+
+
 @router.get("/settings/{token}", response_class=HTMLResponse)
 async def settings_page(request: Request, link: Link = link_to("settings")):
     notice = {"confirmed": "Your subscription is confirmed. Your first digest comes at your delivery hour.",
               "saved": "Your settings are saved."}
     key = next((k for k in notice if k in request.query_params), None)
+    if await _over_preview_limit(request, link):
+        return pages_of(request).error(request, 429, "Too many requests", TOO_MANY_PREVIEWS, headers={"Retry-After": "60"})
 
     def work():
         with link.open(request) as (session, subscriber):
             return _settings_page(request, session, subscriber, link.token, notice=notice.get(key, ""))
 
-    return await run_in_threadpool(work)
+    return await _matching(request, work, as_json=False)
 
 
 @router.post("/settings/{token}")
@@ -201,6 +232,8 @@ async def save_settings(request: Request, link: Link = link_to("settings")):
 @router.get("/settings/{token}/preview")
 async def preview(request: Request, topics: str = "", max_papers: str = "", link: Link = link_to("settings", as_json=True)):
     """The live preview: JSON for the settings page's script (GET: it changes nothing)."""
+    if await _over_preview_limit(request, link):
+        return JSONResponse({"message": TOO_MANY_PREVIEWS, "errors": []}, status_code=429, headers={"Retry-After": "60"})
 
     def work():
         with link.open(request) as (session, subscriber):
@@ -209,13 +242,15 @@ async def preview(request: Request, topics: str = "", max_papers: str = "", link
             except subs.InvalidInput as exc:
                 return JSONResponse({"errors": [{"topic": t, "message": m} for t, m in exc.topic_errors]
                                      or [{"topic": "", "message": m} for m in exc.errors.values()]}, status_code=422)
+            if result.too_slow:
+                return JSONResponse({"message": TOO_SLOW, "errors": []}, status_code=422)
             return JSONResponse({
                 "edition": result.edition.isoformat() if result.edition else None,
                 "total": result.total,
                 "papers": [{"id": p.id, "title": p.title, "url": p.abs_url} for p in result.papers],
             })
 
-    return await run_in_threadpool(work)
+    return await _matching(request, work, as_json=True)
 
 
 @router.get("/settings/{token}/export")
@@ -304,7 +339,7 @@ async def edition_page(request: Request, edition: str, link: Link = link_to("vie
             html = full_edition_page(session, settings_of(request), subscriber, day)
         return HTMLResponse(html, headers={"Content-Security-Policy": EMAIL_PAGE_POLICY})
 
-    return await run_in_threadpool(work)
+    return await _matching(request, work, as_json=False)
 
 
 @router.get("/healthz")

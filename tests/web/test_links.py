@@ -394,3 +394,11 @@ def test_a_deleted_subscribers_links_do_not_control_whoever_subscribes_next(clie
     assert changed.status_code == 400
     following = reload(session, following.id)
     assert following.status == SubscriberStatus.pending and [t.query for t in following.topics] == ["robots"]
+
+
+def test_topics_past_the_limits_are_refused_on_the_settings_form_with_the_limit(client, session, active, settings):
+    many = "\n".join(f"w{n}a w{n}b w{n}c w{n}d w{n}e" for n in range(17))  # 85 words in all
+    answer = settings_form(client, path(settings_url(active, settings)), topics=many)
+    assert answer.status_code == 422
+    assert "Topics: these topics have 85 words together, more than the 80 a subscription may have" in answer.text
+    assert [t.query for t in reload(session, active.id).topics] == ["pretraining", "diffusion"]

@@ -185,3 +185,11 @@ def test_an_address_that_needs_smtputf8_is_refused_on_the_form_and_nothing_is_st
     assert "Email address: this address has non-ASCII characters before the @" in answer.text
     assert "é@example.org" in answer.text  # what was typed stays in the form
     assert count(session) == 0 and outbox.written == []
+
+
+def test_topics_past_the_limits_are_named_with_the_limit_on_the_form(client, session):
+    answer = post_subscribe(client, topics="pretraining\nab* cd* ef* gh* ij*\n" + "word " * 13)
+    assert answer.status_code == 422 and "Nothing was saved" in answer.text
+    assert "<code>ab* cd* ef* gh* ij*</code>: has 5 prefixes (word*), more than the 4 a topic may have" in answer.text
+    assert "has 13 words, more than the 12 a topic may have: split it into several topics" in answer.text
+    assert count(session) == 0
