@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -12,9 +13,10 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from digest.config import REPO_ROOT, Settings
+from digest.config import LOCAL_HOSTS, REPO_ROOT, Settings
 from digest.db import ensure_schema, make_engine, session_factory
 from digest.tokens import ExpiredToken
 from digest.web import routes
@@ -38,6 +40,25 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
+
+
+class OwnHost(TrustedHostMiddleware):
+    """Requests for this site's own host only (DIGEST_BASE_URL's, or this machine's names: the
+    quick start and a probe on the machine itself): a foreign Host header gets 400, so no URL the
+    app might build from it can point elsewhere. /healthz answers whatever the Host (load
+    balancers ask by address)."""
+
+    OPEN_PATHS = frozenset({"/healthz"})
+
+    def __init__(self, app, settings: Settings) -> None:
+        host = urlsplit(settings.base_url).hostname or "localhost"
+        super().__init__(app, allowed_hosts=sorted({host, *LOCAL_HOSTS}), www_redirect=False)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] in self.OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 class RedactTokens(logging.Filter):
@@ -120,7 +141,10 @@ def create_app(
         sessions = session_factory(engine)
 
     install_log_redaction()
-    app = FastAPI(title="Daily Papers Digest", docs_url=None, redoc_url=None, openapi_url=None)
+    # No automatic slash redirects: Starlette builds them from the Host header (routes.py has one
+    # built from DIGEST_BASE_URL).
+    app = FastAPI(title="Daily Papers Digest", docs_url=None, redoc_url=None, openapi_url=None,
+                  redirect_slashes=False)
     app.state.settings = settings
     app.state.sessions = sessions
     app.state.transport = transport
@@ -152,6 +176,7 @@ def create_app(
             )
         return app.state.pages.error(request, 400, "This link is not valid", BAD_LINK)
 
+    app.add_middleware(OwnHost, settings=settings)
     if settings.trusted_proxy_list:
         # The client address (rate limits) from X-Forwarded-For, only when a trusted proxy sent it;
         # here rather than in `digest web`, so that any ASGI server behaves the same.

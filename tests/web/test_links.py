@@ -402,3 +402,18 @@ def test_topics_past_the_limits_are_refused_on_the_settings_form_with_the_limit(
     assert answer.status_code == 422
     assert "Topics: these topics have 85 words together, more than the 80 a subscription may have" in answer.text
     assert [t.query for t in reload(session, active.id).topics] == ["pretraining", "diffusion"]
+
+
+def test_a_link_with_a_slash_added_redirects_to_the_sites_own_address_whatever_the_host(client, active, settings):
+    page = path(settings_url(active, settings))
+    answer = client.get(page + "/?confirmed=1")
+    assert answer.status_code == 307 and answer.headers["location"] == settings.base_url + page + "?confirmed=1"
+    forged = client.get(page + "/", headers={"Host": "evil.example"})
+    assert forged.status_code == 400 and "location" not in forged.headers
+
+
+def test_only_the_sites_own_host_is_served(client, settings):
+    assert client.get("/", headers={"Host": "evil.example"}).status_code == 400
+    assert client.get("/", headers={"Host": "digest.test:443"}).status_code == 200  # DIGEST_BASE_URL's host
+    assert client.get("/", headers={"Host": "localhost:8000"}).status_code == 200  # this machine (quick start)
+    assert client.get("/healthz", headers={"Host": "10.0.0.7:8000"}).status_code == 200  # load balancers
