@@ -21,17 +21,14 @@ import argparse
 import os
 import random
 import re
-import secrets
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from email import message_from_bytes, policy
 from pathlib import Path
 
 import httpx
@@ -41,35 +38,12 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import create_engine, text
 
 HERE = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(HERE))
+
+from tests.web.live import Inbox, free_port, wait_until  # noqa: E402  (an SMTP server that keeps what it got)
 KEY = "probe-secret-key-" + "k" * 40
 REDIS_DB = "redis://127.0.0.1:6379/13"  # a database of its own: the probe clears its counters there
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, object]] = []
-        self.lock = threading.Lock()
-
-    async def handle_DATA(self, server, session, envelope):
-        message = message_from_bytes(envelope.content, policy=policy.default)
-        with self.lock:
-            self.messages.extend((rcpt, message) for rcpt in envelope.rcpt_tos)
-        return "250 OK"
-
-    def to(self, address: str) -> list:
-        with self.lock:
-            return [m for rcpt, m in self.messages if rcpt == address]
-
-    def confirm_links(self, address: str) -> list[str]:
-        bodies = [m.get_body(("plain",)).get_content() for m in self.to(address)]
-        return [re.search(r"https?://\S+/confirm/\S+", body).group(0) for body in bodies]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Service:
@@ -168,19 +142,10 @@ class Browser:
         return answer.headers.get("location", "").split("?")[0]
 
 
-def wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def subscribed_and_confirmed(service: Service, inbox: Inbox, email: str, topics: str = "pretraining") -> str:
     visitor = Browser(service.base)
     visitor.subscribe(email, topics)
-    wait_for(lambda: inbox.confirm_links(email))
+    wait_until(lambda: inbox.confirm_links(email))
     return visitor.confirm(inbox.confirm_links(email)[-1])
 
 
@@ -193,7 +158,7 @@ def probe_reuse(service: Service, inbox: Inbox) -> None:
     deleted = owner.http.post(first + "/delete", data={"csrf_token": owner.token(first), "confirm_delete": "yes"})
     confirm_of_first = inbox.confirm_links("first@example.org")[-1]
     Browser(service.base).subscribe("next@example.org", "agents")
-    wait_for(lambda: inbox.confirm_links("next@example.org"))
+    wait_until(lambda: inbox.confirm_links("next@example.org"))
     old_settings = owner.http.get(first + "/export")
     shows_next = "next@example.org" in old_settings.text
     old_confirm = owner.http.get(re.sub(r"^https?://[^/]+", "", confirm_of_first))
@@ -309,7 +274,7 @@ def probe_ascii(service: Service, inbox: Inbox) -> None:
 def probe_stranger(service: Service, inbox: Inbox) -> None:
     owner, stranger = Browser(service.base), Browser(service.base)
     owner.subscribe("owner@example.org", "pretraining")
-    wait_for(lambda: inbox.confirm_links("owner@example.org"))
+    wait_until(lambda: inbox.confirm_links("owner@example.org"))
     stranger.subscribe("owner@example.org", "something else entirely")
     time.sleep(1)
     page = owner.http.get(re.sub(r"^https?://[^/]+", "", inbox.confirm_links("owner@example.org")[0]))

@@ -243,9 +243,23 @@ def _words(chunk: str, position: int) -> list[Word]:
 
 
 class _Parser:
-    def __init__(self, tokens: list[_Token]):
+    def __init__(self, tokens: list[_Token], limits: Limits = Limits()):
         self.tokens = tokens
         self.i = 0
+        self.limits = limits
+        self.words = self.prefixes = 0
+
+    def counted(self, words: list[Word]) -> tuple[Word, ...]:
+        """The words of a term, counted against the limits as they come: a topic far past them
+        is refused after its first words, not after parsing all of it."""
+        self.words += sum(len(word.parts) for word in words)
+        self.prefixes += sum(word.prefix for word in words)
+        limits = self.limits
+        if limits.words is not None and self.words > limits.words:
+            raise QueryError(f"has more than the {limits.words} words a topic may have: split it into several topics")
+        if limits.prefixes is not None and self.prefixes > limits.prefixes:
+            raise QueryError(f"has more than the {limits.prefixes} prefixes (word*) a topic may have")
+        return tuple(words)
 
     def peek(self) -> _Token:
         return self.tokens[self.i]
@@ -330,9 +344,9 @@ class _Parser:
                 words.extend(_words(chunk.group(), offset + chunk.start()))
             if not words:
                 raise QueryError("empty phrase", token.position)
-            return Term(tuple(words), fields)
+            return Term(self.counted(words), fields)
         if token.kind == "WORD":
-            return Term(tuple(_words(token.text, token.position)), fields)
+            return Term(self.counted(_words(token.text, token.position)), fields)
         if token.kind == ")":
             raise QueryError("')' has no matching '('", token.position)
         if token.kind == "END":
@@ -401,18 +415,6 @@ def _words_of(node: Node) -> Iterable[Word]:
             yield from _words_of(child)
 
 
-def _check_limits(root: Node, limits: Limits, topic: str) -> None:
-    words = list(_words_of(root))
-    count = sum(len(word.parts) for word in words)
-    if limits.words is not None and count > limits.words:
-        raise QueryError(f"has {count} words, more than the {limits.words} a topic may have: "
-                         "split it into several topics", None, topic)
-    prefixes = sum(word.prefix for word in words)
-    if limits.prefixes is not None and prefixes > limits.prefixes:
-        raise QueryError(f"has {prefixes} prefixes (word*), more than the {limits.prefixes} a topic may have",
-                         None, topic)
-
-
 def parse_query(text: str, limits: Limits = Limits()) -> Query:
     """Parse one topic. Raises QueryError saying where and why when the topic is not understood,
     or asks for more than `limits` allow."""
@@ -424,7 +426,7 @@ def parse_query(text: str, limits: Limits = Limits()) -> Query:
     if len(topic) > limits.length:
         raise QueryError(f"is longer than {limits.length} characters", None, topic[:40] + "...")
     try:
-        root = _Parser(_lex(topic)).parse()
+        root = _Parser(_lex(topic), limits).parse()
     except QueryError as exc:
         raise QueryError(exc.message, exc.position, topic) from None
     if not _includes_something(root):
@@ -433,7 +435,6 @@ def parse_query(text: str, limits: Limits = Limits()) -> Query:
             None,
             topic,
         )
-    _check_limits(root, limits, topic)
     return Query(topic, root, root.canonical())
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.orm import Session
@@ -45,10 +45,10 @@ SECURITY_HEADERS = {
 class OwnHost(TrustedHostMiddleware):
     """Requests for this site's own host only (DIGEST_BASE_URL's, or this machine's names: the
     quick start and a probe on the machine itself): a foreign Host header gets 400, so no URL the
-    app might build from it can point elsewhere. /healthz answers whatever the Host (load
-    balancers ask by address)."""
+    app might build from it can point elsewhere. Health checks and metrics answer whatever the
+    Host (load balancers and scrapers ask by address)."""
 
-    OPEN_PATHS = frozenset({"/healthz"})
+    OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapers (metrics ask a token)
 
     def __init__(self, app, settings: Settings) -> None:
         host = urlsplit(settings.base_url).hostname or "localhost"
@@ -161,6 +161,12 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 404 and request.method in ("GET", "HEAD") and request.url.path.endswith("/") \
+                and request.url.path != "/":
+            # A link with a slash added (some mail programs add one): the same page, at an address
+            # built from DIGEST_BASE_URL, never from the Host header. Only paths nothing matched.
+            query = f"?{request.url.query}" if request.url.query else ""
+            return RedirectResponse(f"{settings.base_url}{request.url.path.rstrip('/')}{query}", status_code=307)
         titles = {404: "Page not found", 405: "Not allowed"}
         return app.state.pages.error(
             request, exc.status_code, titles.get(exc.status_code, "Something is wrong"), str(exc.detail or "")

@@ -346,10 +346,3 @@ async def edition_page(request: Request, edition: str, link: Link = link_to("vie
 async def healthz():
     return {"ok": True}
 
-
-@router.api_route("/{path:path}/", methods=["GET", "HEAD"], include_in_schema=False)
-async def without_trailing_slash(request: Request, path: str):
-    """A link with a slash added (some mail programs add one): the same page, at an address built
-    from DIGEST_BASE_URL, never from the Host header. Registered last: only unmatched paths."""
-    query = f"?{request.url.query}" if request.url.query else ""
-    return RedirectResponse(f"{settings_of(request).base_url}/{path}{query}", status_code=307)

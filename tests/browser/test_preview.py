@@ -52,7 +52,7 @@ def test_the_preview_says_which_limit_a_topic_breaks_and_when_previews_come_too_
         body = page.locator("#preview-body")
         page.fill("#topics", "pretraining\nab* cd* ef* gh* ij*")
         page.wait_for_function("() => document.querySelector('#preview-body').textContent.includes('prefixes')")
-        assert "ab* cd* ef* gh* ij*: has 5 prefixes (word*), more than the 4 a topic may have" in body.inner_text()
+        assert "ab* cd* ef* gh* ij*: has more than the 4 prefixes (word*) a topic may have" in body.inner_text()
         shoot(page, "10-preview-limit")
         for topics in ("agents", "diffusion", "speech"):  # previews 3, 4 and 5 of the minute
             page.fill("#topics", topics)

@@ -190,6 +190,6 @@ def test_an_address_that_needs_smtputf8_is_refused_on_the_form_and_nothing_is_st
 def test_topics_past_the_limits_are_named_with_the_limit_on_the_form(client, session):
     answer = post_subscribe(client, topics="pretraining\nab* cd* ef* gh* ij*\n" + "word " * 13)
     assert answer.status_code == 422 and "Nothing was saved" in answer.text
-    assert "<code>ab* cd* ef* gh* ij*</code>: has 5 prefixes (word*), more than the 4 a topic may have" in answer.text
-    assert "has 13 words, more than the 12 a topic may have: split it into several topics" in answer.text
+    assert "<code>ab* cd* ef* gh* ij*</code>: has more than the 4 prefixes (word*) a topic may have" in answer.text
+    assert "has more than the 12 words a topic may have: split it into several topics" in answer.text
     assert count(session) == 0
