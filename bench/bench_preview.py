@@ -224,7 +224,7 @@ def measure(service: Service, settings_path: str, clients: int, seconds: float) 
         print(f"normal preview ({NORMAL!r}): {normal:.1f} ms median")
         worst_name, worst_ms, worst_make = "normal", normal, normal_query
         for name, make in heavy_queries(service.records).items():
-            ms, answers, characters = preview_cost(client, settings_path, make, 5, rng)
+            ms, answers, characters = preview_cost(client, settings_path, make, 9, rng)
             print(f"  {name} ({characters} characters): {dict(answers)}, {ms:.1f} ms median")
             if answers["refused"] < sum(answers.values()) and ms > worst_ms:  # allowed: answered, even if cut short
                 worst_name, worst_ms, worst_make = name, ms, make

@@ -34,9 +34,9 @@ from digest.subscriptions.confirmation import (
     ConfirmationMail,
     LinkedRequest,
     build_confirmation,
-    read_link_request,
     claim_slot,
     deliver_confirmation,
+    read_link_request,
     release_slot,
     send_mail,
 )

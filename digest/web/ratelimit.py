@@ -98,3 +98,10 @@ class RateLimiter:
             except Exception as exc:  # noqa: BLE001 - Redis went away: keep serving, count here
                 log.warning("Redis rate-limit counter failed, counting in memory: %s", exc)
         return self.memory.hit(key, window) <= limit
+
+    def allow_preview(self, subscriber_id: int, client: str, limit: int, window: int = 60) -> bool:
+        """One more preview (the live one, or a settings page, which shows one): at most `limit`
+        a `window` per link (its subscriber) and per client address. A reader typing fast stays
+        well under it; a flood, from one address or through one link, does not."""
+        return (self.allow(f"link-{subscriber_id}", "preview-link", limit, window)
+                and self.allow(client, "preview-client", limit, window))

@@ -172,16 +172,9 @@ BUSY = "The server is busy: try again in a moment."
 
 
 async def _over_preview_limit(request: Request, link: Link) -> bool:
-    """Previews (the live one, and the settings page, which shows one) per minute, per link and
-    per client address: a reader typing fast stays well under it, a flood does not."""
-    limiter, limit = request.app.state.limiter, settings_of(request).preview_rate_limit
     client = request.client.host if request.client else "unknown"
-
-    def count() -> bool:
-        return not (limiter.allow(f"link-{link.claims.subscriber_id}", "preview-link", limit, 60)
-                    and limiter.allow(client, "preview-client", limit, 60))
-
-    return await run_in_threadpool(count)
+    return not await run_in_threadpool(request.app.state.limiter.allow_preview, link.claims.subscriber_id, client,
+                                       settings_of(request).preview_rate_limit)
 
 
 async def _matching(request: Request, work, as_json: bool):
