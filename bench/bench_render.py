@@ -70,7 +70,8 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = load_settings(base_url="https://digest.example.org", sender="Daily Papers <digest@example.org>",
-                             postal_address="Daily Papers Digest, 1 Example Street, 10115 Berlin")
+                             postal_address="Daily Papers Digest, 1 Example Street, 10115 Berlin",
+                             secret_key="bench-render-secret-key-0123456789abcdef")
     rng = random.Random(7)
     topics = {i: rng.sample(TOPIC_POOL, rng.randint(1, 3)) for i in range(1, int(args.messages * 1.6) + 1)}
     edition_papers = papers()

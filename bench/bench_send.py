@@ -294,7 +294,7 @@ def main() -> None:
         "DIGEST_SMTP_RATE": "1000000",
         "DIGEST_FROM": "Daily Papers <digest@bench.example.org>",
         "DIGEST_BASE_URL": "https://papers.example.org",
-        "DIGEST_SECRET_KEY": "bench-secret",
+        "DIGEST_SECRET_KEY": "bench-secret-key-0123456789abcdef0123456789",
         "BENCH_TMP": str(tmp),
     }
     try:

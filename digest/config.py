@@ -6,6 +6,7 @@ from deep inside a request: operators read these messages at 3 a.m.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -13,12 +14,17 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from digest.errors import ConfigError
 
 ARXIV_CATEGORY = re.compile(r"^[a-z][a-z-]*(\.[A-Za-z][A-Za-z-]*)?$")
+# The key the quick start signs with: public (it is in this file), so it is refused unless the
+# links point at this machine (DIGEST_BASE_URL on localhost).
+DEVELOPMENT_SECRET_KEY = "insecure-development-key-set-DIGEST_SECRET_KEY"
+MIN_SECRET_KEY_BYTES = 32  # an HMAC-SHA1 key; shorter keys can be guessed offline from one link
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_PAPERS = REPO_ROOT / "samples" / "papers.jsonl"
 
@@ -115,6 +121,31 @@ def _check_url(value: str, schemes: tuple[str, ...]) -> str:
     return value
 
 
+def _split_keys(value: str) -> list[str]:
+    """A comma-separated setting's items."""
+    return [key.strip() for key in value.split(",") if key.strip()]
+
+
+def is_local(url: str | None) -> bool:
+    """A base URL that only this machine can open: the development key is allowed there."""
+    return (urlsplit(url or "").hostname or "") in LOCAL_HOSTS
+
+
+def _check_secret_key(key: str, base_url: str | None, what: str = "") -> str:
+    advice = "set a random value of at least 32 bytes, e.g. $(openssl rand -hex 32)"
+    what = f"{what} " if what else ""
+    if not key:
+        raise ValueError(f"is empty: {advice}")
+    if key == DEVELOPMENT_SECRET_KEY:
+        if is_local(base_url):
+            return key
+        raise ValueError(f"{what}is the public development key, allowed only while DIGEST_BASE_URL is on "
+                         f"localhost (it is {base_url}): {advice}")
+    if len(key.encode()) < MIN_SECRET_KEY_BYTES:
+        raise ValueError(f"{what}is {len(key.encode())} bytes long, too short to keep links unforgeable: {advice}")
+    return key
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DIGEST_", frozen=True, extra="ignore")
 
@@ -123,7 +154,8 @@ class Settings(BaseSettings):
     smtp_url: str | None = None
     outbox_dir: Path = Path("outbox")
     base_url: str = "http://localhost:8000"
-    secret_key: str = "insecure-development-key-set-DIGEST_SECRET_KEY"
+    # Signs every link; checked even when unset (the default is public: see _check_secret_key).
+    secret_key: str = Field(DEVELOPMENT_SECRET_KEY, validate_default=True)
     sender: str = Field("Daily Papers Digest <digest@localhost>", validation_alias=AliasChoices("DIGEST_FROM"))
     sources: str = "hf"
     hf_api_url: str = "https://huggingface.co"
@@ -177,6 +209,17 @@ class Settings(BaseSettings):
     # sends nothing more while it waits this long for the database (at most a third of
     # sending_timeout); then it gives up and those rows are sent again after sending_timeout.
     database_outage_wait: float = Field(120.0, ge=0, le=3600)
+    # Earlier secret keys, comma-separated: links signed with them still verify; new links are
+    # signed with DIGEST_SECRET_KEY alone. For rotating the key without breaking sent links.
+    secret_key_fallbacks: str = ""
+    # The reverse proxies whose X-Forwarded-For names the client (comma-separated addresses or
+    # networks, `*` for every peer); none by default: the connecting address is the client.
+    trusted_proxies: str = ""
+    # Connections (with the requests in flight) one `digest web` process holds before answering
+    # 503 at once: a flood fails fast instead of piling up.
+    web_max_connections: int = Field(1000, ge=1)
+    # Live previews (and settings pages, which show one) per minute, per link and per client address.
+    preview_rate_limit: int = Field(60, ge=1)
 
     @field_validator("database_url")
     @classmethod
@@ -198,6 +241,29 @@ class Settings(BaseSettings):
     @classmethod
     def _http_url(cls, value: str) -> str:
         return _check_url(value, ("http", "https")).rstrip("/")
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key(cls, value: str, info: ValidationInfo) -> str:
+        return _check_secret_key(value, info.data.get("base_url"))
+
+    @field_validator("secret_key_fallbacks")
+    @classmethod
+    def _secret_key_fallbacks(cls, value: str, info: ValidationInfo) -> str:
+        for key in _split_keys(value):
+            _check_secret_key(key, info.data.get("base_url"), "an old key")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        for item in _split_keys(value):
+            if item != "*":
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ValueError(f"{item!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/24)") from None
+        return value
 
     @field_validator("smtp_url")
     @classmethod
@@ -225,6 +291,16 @@ class Settings(BaseSettings):
         if "\r" in value or "\n" in value or "@" not in value:
             raise ValueError("must be one line with an address, e.g. 'Papers <digest@example.org>'")
         return value
+
+    @property
+    def secret_keys(self) -> tuple[str, ...]:
+        """Every key a link may be signed with, oldest first: itsdangerous signs with the last and
+        verifies with each, newest first."""
+        return (*reversed(_split_keys(self.secret_key_fallbacks)), self.secret_key)
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return _split_keys(self.trusted_proxies)
 
     @property
     def source_specs(self) -> tuple[SourceSpec, ...]:

@@ -7,6 +7,7 @@ entered this service: "new papers" means "papers of an edition" everywhere (fetc
 from __future__ import annotations
 
 import enum
+import secrets
 from datetime import date, datetime, timezone
 
 from sqlalchemy import (
@@ -29,6 +30,12 @@ from sqlalchemy.types import TypeDecorator
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def new_link_secret() -> str:
+    """A subscriber's link secret: 64 random bits as hex (the migration writes the same). It tells
+    one row from another that later got its id; links stay unforgeable by their signature."""
+    return secrets.token_hex(8)
 
 
 class UTCDateTime(TypeDecorator):
@@ -99,6 +106,9 @@ class Frequency(str, enum.Enum):
 
 class Subscriber(Base):
     __tablename__ = "subscribers"
+    # Ids are never reused (SQLite would otherwise hand a deleted row's id to the next subscriber),
+    # so nothing that names an id (a link, a Message-ID, a log line) can point at someone else.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)  # normalised
@@ -125,6 +135,12 @@ class Subscriber(Base):
     # Next UTC instant at which a digest may be due; lets `dispatch` pick who is due with one
     # indexed range query instead of evaluating every subscriber's time zone.
     next_due_at: Mapped[datetime | None] = mapped_column(index=True)
+    # In every link (digest/tokens.py): a link works only while the row it was made for holds the
+    # same secret. A new row gets a new one; rotate_tokens (resubscribe) replaces it.
+    link_secret: Mapped[str] = mapped_column(String(32), default=new_link_secret)
+    # The token_version of a row that existed before links carried the secret (migration
+    # 0003_link_secrets): its unsubscribe links from before still work, until rotate_tokens.
+    legacy_token_version: Mapped[int | None]
 
     topics: Mapped[list[Topic]] = relationship(
         back_populates="subscriber", cascade="all, delete-orphan", order_by="Topic.position"
@@ -165,6 +181,8 @@ class Delivery(Base):
         # For the console and /metrics: counts per edition and status, the oldest row not yet sent.
         Index("ix_deliveries_edition_status", "edition", "status"),
         Index("ix_deliveries_status_created", "status", "created_at"),
+        # Never reused: queued send_batch tasks name rows by id.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

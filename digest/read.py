@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from digest.delivery import topic_matches
 from digest.editions import latest_edition
-from digest.matching import EditionIndex, Match, parse_query, rank
+from digest.matching import EditionIndex, Match, PreviewTimeout, parse_query, rank
 from digest.models import Delivery, DeliveryStatus, Paper, Subscriber, SubscriberStatus, Suppression, Topic
 from digest.subscriptions import DEFAULT_MAX_PAPERS, clean_topics, page_limit
 
@@ -28,6 +28,12 @@ def edition_sample(session: Session, limit: int = 6) -> tuple[date | None, list[
     return edition, list(papers)
 
 
+# Seconds of CPU time a preview's matching may take: a reader's topics take a few milliseconds; the
+# topics' limits (matching.SAVED_TOPIC_LIMITS) keep most queries below it and this bounds the rest,
+# so that the worst preview costs a few times a plain one (bench/bench_preview.py).
+PREVIEW_BUDGET = 0.025
+
+
 @dataclass
 class TopicPreview:
     """"With these topics, the last edition would have sent you these papers"."""
@@ -35,16 +41,23 @@ class TopicPreview:
     edition: date | None
     papers: list[Paper]
     total: int  # all matches; `papers` is cut at the subscriber's limit
+    too_slow: bool = False  # the preview ran out of its budget: nothing to show (the digest is unaffected)
 
 
-def preview_topics(session: Session, topics: list[str] | str, limit=DEFAULT_MAX_PAPERS) -> TopicPreview:
-    """The papers the newest edition would have sent for these topics (TopicErrors if one is bad).
-    `limit` may come straight from a request: it is kept within the papers-per-email range."""
+def preview_topics(session: Session, topics: list[str] | str, limit=DEFAULT_MAX_PAPERS,
+                   budget: float = PREVIEW_BUDGET) -> TopicPreview:
+    """The papers the newest edition would have sent for these topics (TopicErrors if one is bad),
+    computed within `budget` seconds. `limit` may come straight from a request: it is kept within
+    the papers-per-email range."""
     cleaned = clean_topics(topics)
     edition = latest_edition(session)
     if edition is None:
         return TopicPreview(None, [], 0)
-    shown, total = topic_matches(session, cleaned, edition, page_limit(limit, DEFAULT_MAX_PAPERS))
+    try:
+        shown, total = topic_matches(session, cleaned, edition, page_limit(limit, DEFAULT_MAX_PAPERS),
+                                     budget=budget)
+    except PreviewTimeout:
+        return TopicPreview(edition, [], 0, too_slow=True)
     return TopicPreview(edition, [match.paper for match in shown], total)
 
 

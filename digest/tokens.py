@@ -1,27 +1,39 @@
 """Signed, purposed, expiring and revocable tokens for the links in every email.
 
-A token is `itsdangerous`-signed with DIGEST_SECRET_KEY and salted with its purpose, so a settings
-token cannot be replayed as an unsubscribe or confirm token. Its payload binds the subscriber id
-and the subscriber's `token_version`: bumping the version (rotate_tokens) kills every link sent
-before. Confirmation links also expire (CONFIRM_MAX_AGE); the others live as long as the version.
+A token is `itsdangerous`-signed with DIGEST_SECRET_KEY (older keys in DIGEST_SECRET_KEY_FALLBACKS
+still verify) and salted with its purpose, so a settings token cannot be replayed as an
+unsubscribe or confirm token. Its payload binds the subscriber id and the row's `link_secret`
+(random per row): a link works only for the row it was made for, never for a later row that got
+the same id, and rotate_tokens (a new secret) kills every link sent before. Confirmation links
+also expire (CONFIRM_MAX_AGE); the others live as long as the secret.
+
+Links made before revision 0002 carried the row's token_version instead of a secret. Of those,
+unsubscribe links keep working for the row that existed then (`legacy_token_version`), because
+every email ever sent must stay unsubscribable; the others answer as invalid.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous.encoding import base64_encode
+from itsdangerous.signer import HMACAlgorithm
 from sqlalchemy.orm import Session
 
 from digest.config import Settings
 from digest.errors import DigestError
-from digest.models import Subscriber
+from digest.models import Subscriber, new_link_secret
 
 PURPOSES = ("confirm", "settings", "unsubscribe", "view")
 CONFIRM_MAX_AGE = timedelta(days=7)
 DEFAULT_MAX_AGE = {"confirm": CONFIRM_MAX_AGE}
+COMPRESS_ABOVE = 120  # bytes of JSON payload
+LEGACY_PURPOSES = frozenset({"unsubscribe"})  # links from before 0002 that still work (see above)
 
 
 class InvalidToken(DigestError):
@@ -32,24 +44,44 @@ class ExpiredToken(InvalidToken):
     """The link was genuine but is older than its purpose allows."""
 
 
+class _OneShotHMAC(HMACAlgorithm):
+    """The same HMAC in one C call (hmac.digest) instead of an hmac object per signature."""
+
+    def get_signature(self, key: bytes, value: bytes) -> bytes:
+        return hmac.digest(key, value, "sha1")
+
+
 class _KeyedSigner(TimestampSigner):
-    """itsdangerous derives the purpose's key (an HMAC of key and salt) on every signature; it
-    depends only on the key and the purpose, so each signer derives it once. Same tokens, byte for
-    byte: only the repeated work goes."""
+    """itsdangerous derives the purpose's key (an HMAC of key and salt) on every signature and
+    every check; it depends only on the key and the purpose, so each signer derives it once per key
+    (the signing key and each fallback). Same tokens, byte for byte: only the repeated work goes."""
+
+    default_digest_method = staticmethod(hashlib.sha1)  # what _OneShotHMAC computes
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("algorithm", _OneShotHMAC())
+        super().__init__(*args, **kwargs)
 
     def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
-        if secret_key is not None:  # verifying with an older key (rotation): not cached
-            return super().derive_key(secret_key)
-        key = self.__dict__.get("_derived")
+        derived = self.__dict__.setdefault("_derived", {})
+        key = derived.get(secret_key)
         if key is None:
-            key = self._derived = super().derive_key()
+            key = derived[secret_key] = super().derive_key(secret_key)
         return key
 
 
 class _PurposeSerializer(URLSafeTimedSerializer):
-    """One signer per (key, purpose), reused: a digest signs three links per subscriber."""
+    """One signer per (key, purpose), reused: a digest signs three links per subscriber. A short
+    payload is not offered to zlib (itsdangerous tries on every token; an id and a random secret
+    never shrink): a confirmation link's request still is."""
 
     signer = _KeyedSigner
+
+    def dump_payload(self, obj) -> bytes:
+        payload = self.serializer.dumps(obj, **self.serializer_kwargs).encode()
+        if len(payload) > COMPRESS_ABOVE:
+            return super().dump_payload(obj)
+        return base64_encode(payload)
 
     def make_signer(self, salt=None):
         if salt is not None and salt != self.salt:
@@ -61,29 +93,41 @@ class _PurposeSerializer(URLSafeTimedSerializer):
 
 
 @lru_cache(maxsize=64)
-def _purpose_serializer(secret_key: str, purpose: str) -> URLSafeTimedSerializer:
-    return _PurposeSerializer(secret_key, salt=f"digest.{purpose}")
+def _purpose_serializer(secret_keys: tuple[str, ...], purpose: str) -> URLSafeTimedSerializer:
+    # Oldest key first: itsdangerous signs with the last one and verifies with each, newest first.
+    return _PurposeSerializer(list(secret_keys), salt=f"digest.{purpose}")
 
 
 def _serializer(purpose: str, settings: Settings) -> URLSafeTimedSerializer:
     if purpose not in PURPOSES:
         raise ValueError(f"unknown token purpose {purpose!r}")
-    return _purpose_serializer(settings.secret_key, purpose)
+    return _purpose_serializer(settings.secret_keys, purpose)
 
 
-def make_token(subscriber: Subscriber, purpose: str, settings: Settings) -> str:
-    if subscriber.id is None:
-        raise ValueError("a subscriber needs an id (flush it) before a link can point at it")
-    return _serializer(purpose, settings).dumps([subscriber.id, subscriber.token_version or 1, purpose])
+def make_token(subscriber: Subscriber, purpose: str, settings: Settings, request: dict | None = None) -> str:
+    """A link's token for this row (anything with `id` and `link_secret`). A confirmation link may
+    carry the subscribe request it confirms (`request`: topics, time zone, hour), so that what the
+    owner confirms is what they asked for, whoever asks later."""
+    if subscriber.id is None or not subscriber.link_secret:
+        raise ValueError("a subscriber needs an id and a link secret (flush it) before a link can point at it")
+    payload = [subscriber.id, subscriber.link_secret, purpose]
+    if request is not None:
+        payload.append(request)
+    return _serializer(purpose, settings).dumps(payload)
 
 
 @dataclass(frozen=True)
 class TokenClaims:
-    """What a genuine token says: which subscriber, which version of their links, what for."""
+    """What a genuine token says: which row (by id and link secret), what for, since when, and
+    for a confirmation link the request it confirms. `legacy_version`: an unsubscribe link made
+    before links carried the secret (see subscriber_for)."""
 
     subscriber_id: int
-    version: int
+    secret: str | None
     purpose: str
+    issued_at: datetime
+    request: dict | None = None
+    legacy_version: int | None = None
 
 
 def verify_token(token: str, purpose: str, settings: Settings, max_age: timedelta | int | None = None) -> TokenClaims:
@@ -93,23 +137,35 @@ def verify_token(token: str, purpose: str, settings: Settings, max_age: timedelt
         max_age = DEFAULT_MAX_AGE.get(purpose)
     seconds = int(max_age.total_seconds()) if isinstance(max_age, timedelta) else max_age
     try:
-        payload = _serializer(purpose, settings).loads(token, max_age=seconds)
+        payload, issued_at = _serializer(purpose, settings).loads(token, max_age=seconds, return_timestamp=True)
     except SignatureExpired:
         raise ExpiredToken("this link has expired") from None
     except BadSignature:
         raise InvalidToken("this link is not valid") from None
-    if not (isinstance(payload, list) and len(payload) == 3 and payload[2] == purpose):
+    if not (isinstance(payload, list) and len(payload) in (3, 4) and payload[2] == purpose
+            and isinstance(payload[0], int)):
         raise InvalidToken("this link is not valid")
-    subscriber_id, version, _ = payload
-    if not isinstance(subscriber_id, int):
-        raise InvalidToken("this link is no longer valid")
-    return TokenClaims(subscriber_id, version, purpose)
+    subscriber_id, secret = payload[0], payload[1]
+    if isinstance(secret, str):
+        request = payload[3] if len(payload) == 4 and isinstance(payload[3], dict) else None
+        return TokenClaims(subscriber_id, secret, purpose, issued_at, request)
+    if isinstance(secret, int) and purpose in LEGACY_PURPOSES:
+        return TokenClaims(subscriber_id, None, purpose, issued_at, legacy_version=secret)
+    raise InvalidToken("this link is no longer valid")
 
 
 def subscriber_for(session: Session, claims: TokenClaims) -> Subscriber:
-    """The subscriber the claims were made for, while that version of their links lives."""
+    """The row the claims were made for: same id and same link secret. A row that was deleted,
+    replaced by a newer one under the same id, or whose links were renewed has another secret
+    (or none), so its old links never reach whoever holds the id now."""
     subscriber = session.get(Subscriber, claims.subscriber_id)
-    if subscriber is None or subscriber.token_version != claims.version:
+    if subscriber is None:
+        raise InvalidToken("this link is no longer valid")
+    if claims.secret is not None:
+        genuine = hmac.compare_digest(claims.secret.encode(), (subscriber.link_secret or "").encode())
+    else:
+        genuine = subscriber.legacy_token_version is not None and subscriber.legacy_token_version == claims.legacy_version
+    if not genuine:
         raise InvalidToken("this link is no longer valid")
     return subscriber
 
@@ -122,5 +178,7 @@ def read_token(
 
 
 def rotate_tokens(subscriber: Subscriber) -> None:
-    """Invalidate every link sent to this subscriber so far."""
+    """Invalidate every link sent to this subscriber so far (those from before 0002 too)."""
+    subscriber.link_secret = new_link_secret()
     subscriber.token_version = (subscriber.token_version or 1) + 1
+    subscriber.legacy_token_version = None

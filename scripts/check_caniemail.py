@@ -41,7 +41,7 @@ def install() -> Path:
 
 
 def sample_html() -> dict[str, str]:
-    settings = load_settings(base_url="https://digest.example.org")
+    settings = load_settings(base_url="https://digest.example.org", secret_key="caniemail-check-secret-key-0123456789")
     papers = []
     for line in SAMPLE_PAPERS.read_text(encoding="utf-8").splitlines():
         record = json.loads(line)

@@ -32,6 +32,8 @@ hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "default")
 POSTGRES_ADMIN_URL = os.environ.get("DIGEST_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("DIGEST_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 BACKEND = os.environ.get("DIGEST_TEST_DB", "postgresql")
+# At least 32 bytes, as DIGEST_SECRET_KEY must be (digest.config refuses shorter keys).
+TEST_SECRET_KEY = "test-secret-key-that-signs-the-links-of-tests"
 SEED_PAGE = Path(__file__).resolve().parents[2] / "shared" / "seed" / "daily-papers-page.txt"
 
 
@@ -107,7 +109,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         database_url=database_url,
         broker_url=REDIS_URL,
         base_url="http://digest.test",
-        secret_key="test-secret-key",
+        secret_key=TEST_SECRET_KEY,
         outbox_dir=tmp_path / "outbox",
         sources="hf",
         hf_api_url="http://hf.test",
@@ -122,7 +124,7 @@ def cli_env(monkeypatch, database_url: str, tmp_path: Path) -> dict[str, str]:
         "DIGEST_DATABASE_URL": database_url,
         "DIGEST_BROKER_URL": REDIS_URL,
         "DIGEST_BASE_URL": "http://digest.test",
-        "DIGEST_SECRET_KEY": "test-secret-key",
+        "DIGEST_SECRET_KEY": TEST_SECRET_KEY,
         "DIGEST_OUTBOX_DIR": str(tmp_path / "outbox"),
         "DIGEST_HF_API_URL": "http://hf.test",
     }

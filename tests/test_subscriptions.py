@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import io
+import re
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 
 import pytest
 from hypothesis import given, strategies as st
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from digest import subscriptions as subs
 from digest.mail import OutboxTransport, TransientFailure
 from digest.models import Subscriber, SubscriberStatus, Suppression
+from digest.tokens import InvalidToken, make_token, read_token, verify_token
 from tests.factories import make_subscriber
 
 NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
@@ -103,14 +105,72 @@ def test_confirmed_subscribe_sends_nothing_and_schedules(session, settings, outb
     assert subscriber.next_due_at == datetime(2026, 11, 26, 23, 0, tzinfo=UTC)
 
 
+def confirmation_claims(path, settings):
+    """The claims of the confirmation link in an email written to the outbox."""
+    body = message_from_bytes(path.read_bytes(), policy=policy.default).get_body(("plain",)).get_content()
+    return verify_token(re.search(r"/confirm/(\S+)", body).group(1), "confirm", settings)
+
+
 def test_a_suppressed_active_address_must_confirm_again(session, settings, outbox):
     make_subscriber(session, "ana@example.org", ["agents"], status=SubscriberStatus.active)
     session.add(Suppression(email="ana@example.org", reason="550 no such user"))
     session.flush()
-    subscriber = subs.subscribe(session, "ana@example.org", ["agents"], settings, now=NOW, transport=outbox)
-    assert subscriber.status == SubscriberStatus.pending and len(outbox.written) == 1
-    subs.confirm(session, subscriber, now=NOW)
+    subscriber = subs.subscribe(session, "ana@example.org", ["robots"], settings, now=NOW, transport=outbox)
+    # The request only sends a confirmation (anyone may have asked): the row waits for its owner,
+    # and stays suppressed, so nothing else is sent.
+    assert len(outbox.written) == 1 and [t.query for t in subscriber.topics] == ["agents"]
+    assert session.get(Suppression, "ana@example.org") is not None
+    subs.confirm_link(session, subscriber, confirmation_claims(outbox.written[0], settings).request, now=NOW)
     assert session.get(Suppression, "ana@example.org") is None and subscriber.status == SubscriberStatus.active
+    assert [t.query for t in subscriber.topics] == ["robots"]
+
+
+def test_a_request_for_a_pending_address_changes_nothing_its_confirmation_carries_the_request(session, settings, outbox):
+    owner = subs.subscribe(session, "ana@example.org", "pretraining", settings, timezone="Europe/Berlin", hour=6,
+                           now=NOW, transport=outbox)
+    first = confirmation_claims(outbox.written[-1], settings)  # the outbox keeps one file per address
+    subs.subscribe(session, "ana@example.org", "something else", settings, timezone="Asia/Tokyo", hour=22,
+                   now=NOW + timedelta(minutes=1), transport=outbox)
+    second = confirmation_claims(outbox.written[-1], settings)
+    assert len(outbox.written) == 2
+    assert [t.query for t in owner.topics] == ["pretraining"] and (owner.timezone, owner.delivery_hour) == ("Europe/Berlin", 6)
+    assert subs.topics_to_confirm(owner, first.request) == ["pretraining"]
+    assert subs.topics_to_confirm(owner, second.request) == ["something else"]
+    subs.confirm_link(session, owner, first.request, now=NOW)  # the owner confirms their own request
+    assert owner.status == SubscriberStatus.active and [t.query for t in owner.topics] == ["pretraining"]
+    assert (owner.timezone, owner.delivery_hour) == ("Europe/Berlin", 6)
+    subs.confirm_link(session, owner, second.request, now=NOW)  # already confirmed: the other changes nothing
+    assert [t.query for t in owner.topics] == ["pretraining"]
+
+
+def test_a_request_for_an_unsubscribed_address_keeps_its_links_until_the_owner_restarts(session, settings, outbox):
+    owner = make_subscriber(session, "ana@example.org", ["agents"], status=SubscriberStatus.active)
+    unsubscribe_link = make_token(owner, "unsubscribe", settings)
+    subs.unsubscribe(session, owner, now=NOW)
+    subs.subscribe(session, "ana@example.org", "robots", settings, now=NOW + timedelta(minutes=5), transport=outbox)
+    assert owner.status == SubscriberStatus.unsubscribed and [t.query for t in owner.topics] == ["agents"]
+    assert read_token(session, unsubscribe_link, "unsubscribe", settings) is owner  # still theirs
+    subs.confirm_link(session, owner, confirmation_claims(outbox.written[-1], settings).request, now=NOW)
+    assert owner.status == SubscriberStatus.active and [t.query for t in owner.topics] == ["robots"]
+    with pytest.raises(InvalidToken):  # a restart renews the links
+        read_token(session, unsubscribe_link, "unsubscribe", settings)
+
+
+def test_a_confirmation_link_made_before_an_unsubscribe_does_not_undo_it(session, settings, outbox):
+    owner = subs.subscribe(session, "ana@example.org", "agents", settings, now=NOW, transport=outbox)
+    claims = confirmation_claims(outbox.written[0], settings)
+    subs.unsubscribe(session, owner, now=NOW + timedelta(minutes=1))
+    with pytest.raises(subs.InvalidInput):
+        subs.confirm_link(session, owner, claims.request, now=NOW)
+    assert owner.status == SubscriberStatus.unsubscribed
+
+
+def test_an_address_that_needs_smtputf8_is_refused_before_anything_is_stored(session, settings, outbox):
+    with pytest.raises(subs.InvalidInput) as caught:
+        subs.subscribe(session, "é@example.org", "agents", settings, now=NOW, transport=outbox)
+    assert "non-ASCII characters before the @" in caught.value.errors["email"]
+    assert session.scalars(select(Subscriber)).all() == [] and outbox.written == []
+    assert subs.normalise_email("ana@bücher.de") == "ana@bücher.de"  # an accented domain is IDNA-encoded: fine
 
 
 def test_update_settings_validates_everything_before_writing(session):
@@ -160,26 +220,10 @@ def test_a_deferred_confirmation_is_sent_after_commit_and_only_while_pending(ses
     assert len(outbox.written) == 1
 
 
-def test_a_row_inserted_by_a_concurrent_request_is_reused_not_an_error(session, settings, outbox, monkeypatch):
-    from sqlalchemy import insert
-
-    # Another request inserts the address between this request's lookup and its insert.
-    real_scalars = session.scalars
-    raced = []
-
-    def lookup_then_race(statement, *args, **kwargs):
-        result = real_scalars(statement, *args, **kwargs)
-        if not raced and "subscribers" in str(statement):
-            raced.append(True)
-            session.execute(insert(Subscriber).values(email="ana@example.org", status=SubscriberStatus.pending,
-                                                      token_version=1, confirmations_sent=0, timezone="UTC",
-                                                      delivery_hour=7, frequency="daily", weekday=0, max_papers=10,
-                                                      notify_empty=False, created_at=NOW))
-        return result
-
-    monkeypatch.setattr(session, "scalars", lookup_then_race)
+def test_a_row_inserted_by_a_concurrent_request_is_reused_not_an_error(session, settings, outbox):
+    # Another request inserted the address a moment ago (tests/web/test_concurrency.py races them for real).
+    session.execute(insert(Subscriber).values(email="ana@example.org", status=SubscriberStatus.pending, created_at=NOW))
     outcome = subs.subscribe_request(session, "ana@example.org", "agents", settings, now=NOW, transport=outbox)
-    monkeypatch.undo()
-    assert raced and not outcome.created
-    assert session.scalars(select(Subscriber)).one().topics[0].query == "agents"
-    assert len(outbox.written) == 1
+    assert not outcome.created and outcome.confirmation_sent
+    assert session.scalars(select(Subscriber)).one() is outcome.subscriber
+    assert subs.topics_to_confirm(outcome.subscriber, confirmation_claims(outbox.written[0], settings).request) == ["agents"]

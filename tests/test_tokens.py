@@ -45,7 +45,7 @@ def test_a_tampered_token_is_refused(session, settings):
 
 def test_a_token_signed_with_another_key_is_refused(session, settings):
     subscriber = make_subscriber(session)
-    other = load_settings(database_url=settings.database_url, secret_key="some-other-key")
+    other = load_settings(database_url=settings.database_url, secret_key="some-other-server-s-secret-key-0123456789")
     with pytest.raises(InvalidToken):
         read_token(session, make_token(subscriber, "settings", other), "settings", settings)
 
@@ -88,3 +88,65 @@ def test_invalid_token_is_a_digest_error_with_one_line():
     from digest.errors import DigestError
 
     assert issubclass(InvalidToken, DigestError) and issubclass(ExpiredToken, InvalidToken)
+
+
+def test_after_a_key_rotation_old_links_verify_and_new_ones_use_the_new_key(session, settings):
+    subscriber = make_subscriber(session)
+    old_link = make_token(subscriber, "settings", settings)
+    rotated = load_settings(database_url=settings.database_url, base_url=settings.base_url,
+                            secret_key="the-new-secret-key-0123456789abcdef", secret_key_fallbacks=settings.secret_key)
+    assert read_token(session, old_link, "settings", rotated) is subscriber
+    new_link = make_token(subscriber, "settings", rotated)
+    assert new_link != old_link and read_token(session, new_link, "settings", rotated) is subscriber
+    with pytest.raises(InvalidToken):  # the old key alone does not know the new one
+        read_token(session, new_link, "settings", settings)
+    retired = load_settings(database_url=settings.database_url, base_url=settings.base_url,
+                            secret_key="the-new-secret-key-0123456789abcdef")
+    with pytest.raises(InvalidToken):  # once the old key leaves the fallbacks, its links are dead
+        read_token(session, old_link, "settings", retired)
+
+
+def test_a_link_never_reaches_a_later_row_that_got_the_same_id(session, settings):
+    """SQLite handed a deleted row's id to the next subscriber: the id alone must not be enough."""
+    first = make_subscriber(session, "first@example.org")
+    links = {purpose: make_token(first, purpose, settings) for purpose in PURPOSES}
+    reused_id = first.id
+    session.delete(first)
+    session.flush()
+    later = make_subscriber(session, "later@example.org", id=reused_id)
+    assert later.id == reused_id
+    for purpose, token in links.items():
+        with pytest.raises(InvalidToken):
+            read_token(session, token, purpose, settings)
+    assert read_token(session, make_token(later, "settings", settings), "settings", settings) is later
+
+
+def test_every_row_gets_its_own_link_secret_and_rotation_replaces_it(session):
+    one, two = make_subscriber(session), make_subscriber(session)
+    assert len(one.link_secret) == 16 and one.link_secret != two.link_secret
+    before = one.link_secret
+    rotate_tokens(one)
+    assert one.link_secret != before
+
+
+def legacy_token(subscriber_id: int, version: int, purpose: str, settings) -> str:
+    """A link as this service made them before links carried the row's secret."""
+    from itsdangerous import URLSafeTimedSerializer
+
+    return URLSafeTimedSerializer(settings.secret_key, salt=f"digest.{purpose}").dumps([subscriber_id, version, purpose])
+
+
+def test_an_unsubscribe_link_from_before_link_secrets_still_unsubscribes_its_own_row(session, settings):
+    upgraded = make_subscriber(session, token_version=3, legacy_token_version=3)
+    assert read_token(session, legacy_token(upgraded.id, 3, "unsubscribe", settings), "unsubscribe", settings) is upgraded
+    for purpose in ("settings", "view", "confirm"):  # only unsubscribe links outlive the upgrade
+        with pytest.raises(InvalidToken):
+            read_token(session, legacy_token(upgraded.id, 3, purpose, settings), purpose, settings)
+    with pytest.raises(InvalidToken):  # an older version of that row's links
+        read_token(session, legacy_token(upgraded.id, 2, "unsubscribe", settings), "unsubscribe", settings)
+    rotate_tokens(upgraded)
+    with pytest.raises(InvalidToken):  # re-subscribing ends the transition for that row
+        read_token(session, legacy_token(upgraded.id, 3, "unsubscribe", settings), "unsubscribe", settings)
+    newer = make_subscriber(session)  # a row made after the upgrade has no links from before
+    with pytest.raises(InvalidToken):
+        read_token(session, legacy_token(newer.id, 1, "unsubscribe", settings), "unsubscribe", settings)

@@ -71,13 +71,9 @@ def stats_command(as_json: bool) -> None:
 def web_command(host: str, port: int | None) -> None:
     """Serve the subscribe, confirm, settings and unsubscribe pages."""
     # Imported here, not at the top: every other command would pay for loading the web server.
-    import uvicorn
-
-    from digest.web import create_app
+    from digest.web import create_app, serve
 
     settings, _ = settings_and_engine()
     app = create_app(settings)
     click.echo(f"serving on http://{host}:{port or settings.port} (links point at {settings.base_url})")
-    # proxy_headers: behind a reverse proxy the client address (for rate limits) comes from X-Forwarded-For.
-    # log_config=None: uvicorn's loggers go through the CLI's handler, in DIGEST_LOG_FORMAT.
-    uvicorn.run(app, host=host, port=port or settings.port, proxy_headers=True, log_level="info", log_config=None)
+    serve(app, settings, host, port or settings.port)  # uvicorn with its limits (digest/web/server.py)

@@ -37,7 +37,7 @@ from digest.mail import (
     unsubscribe_url,
     view_url,
 )
-from digest.matching import Match, match_subscribers
+from digest.matching import Match, match_subscribers, preview
 from digest.matching.rank import Top
 from digest.models import Delivery, Frequency, Subscriber, SubscriberStatus, Topic
 
@@ -52,7 +52,7 @@ class Recipient:
     id: int
     email: str
     status: SubscriberStatus
-    token_version: int
+    link_secret: str
     max_papers: int
     notify_empty: bool
     frequency: Frequency
@@ -64,7 +64,7 @@ class Recipient:
     def of(cls, subscriber: Subscriber, topics: Sequence[str] | None = None) -> Recipient:
         """A subscriber row as a recipient; `topics` instead of theirs for a preview of new ones."""
         return cls(
-            subscriber.id, subscriber.email, subscriber.status, subscriber.token_version, subscriber.max_papers,
+            subscriber.id, subscriber.email, subscriber.status, subscriber.link_secret, subscriber.max_papers,
             subscriber.notify_empty, subscriber.frequency, subscriber.confirmed_at, subscriber.created_at,
             list(topics) if topics is not None else [t.query for t in subscriber.topics],
         )
@@ -254,7 +254,7 @@ def _recipients(session: Session, subscriber_ids: list[int]) -> dict[int, Recipi
         return recipients
     for row in session.execute(
         select(
-            Subscriber.id, Subscriber.email, Subscriber.status, Subscriber.token_version, Subscriber.max_papers,
+            Subscriber.id, Subscriber.email, Subscriber.status, Subscriber.link_secret, Subscriber.max_papers,
             Subscriber.notify_empty, Subscriber.frequency, Subscriber.confirmed_at, Subscriber.created_at,
         ).where(ledger.among(session, Subscriber.id, subscriber_ids, Integer))
     ):
@@ -361,12 +361,16 @@ def edition_page(session: Session, settings: Settings, subscriber: Subscriber, e
         )
 
 
-def topic_matches(session: Session, topics: Sequence[str], edition: date, limit: int) -> tuple[list[Match], int]:
+def topic_matches(session: Session, topics: Sequence[str], edition: date, limit: int,
+                  budget: float | None = None) -> tuple[list[Match], int]:
     """What `topics` (typed, not yet saved) would send from `edition`: the first `limit` matches
-    and how many there are in all, through the same matching step as every digest."""
-    recipient = Recipient(0, "", SubscriberStatus.active, 1, limit, False, Frequency.daily, None, None, list(topics))
-    job = _view(recipient, edition)
+    and how many there are in all, in digest order (matching.preview: the same papers and order
+    as the digest, without the explanations a list of titles does not show, and without keeping
+    anything in the edition's caches). PreviewTimeout past `budget` seconds of CPU time."""
     composer = composer_for_matching()
     with composer.lock:
-        matches = composer.match(session, [job])[0]
-    return list(matches), matches.total
+        data = composer.editions(session, [edition]).get(edition)
+        if data is None or not data.papers:
+            return [], 0
+        top = preview(data.index.overlay(), list(topics), limit, budget)
+    return list(top), top.total

@@ -1,5 +1,5 @@
 """The absolute URLs that every email carries, built from DIGEST_BASE_URL and signed tokens.
-They take anything with the subscriber's `id` and `token_version` (a row, or a delivery's Recipient)."""
+They take anything with the subscriber's `id` and `link_secret` (a row, or a delivery's Recipient)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from digest.models import Subscriber
 from digest.tokens import make_token
 
 
-def confirm_url(subscriber: Subscriber, settings: Settings) -> str:
-    return f"{settings.base_url}/confirm/{make_token(subscriber, 'confirm', settings)}"
+def confirm_url(subscriber: Subscriber, settings: Settings, request: dict | None = None) -> str:
+    """`request`: what the link confirms (digest.subscriptions.confirmation.link_request)."""
+    return f"{settings.base_url}/confirm/{make_token(subscriber, 'confirm', settings, request)}"
 
 
 def settings_url(subscriber: Subscriber, settings: Settings) -> str:

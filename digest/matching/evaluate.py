@@ -7,7 +7,7 @@ The result is cached on the index under the query's canonical key.
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Callable, Set
 
 from digest.matching.index import EditionIndex
 from digest.matching.query import AllWords, And, Node, Not, Or, Query, Term
@@ -29,6 +29,42 @@ def evaluate(index: EditionIndex, query: Query) -> QueryHits:
         hits[paper] = tuple(sorted(found))
     index.query_cache[query.key] = hits
     return hits
+
+
+def matched_and_titled(index: EditionIndex, query: Query, check: Callable[[], None] | None = None
+                       ) -> tuple[Set[int], Set[int]]:
+    """The papers the query matches, and those among them whose evidence (what evaluate() would
+    collect) holds a title occurrence: all that ranking needs, without collecting the evidence.
+    Mirrors _papers (the sets) and _evidence (an And shows its included children's words, an Or
+    the words of the children a paper matches, an exclusion none). `check` is called before each
+    word or phrase is looked up (it may raise to stop)."""
+    return _sets(index, query.root, check or _go_on)
+
+
+def _go_on() -> None:
+    return None
+
+
+def _sets(index: EditionIndex, node: Node, check: Callable[[], None]) -> tuple[Set[int], Set[int]]:
+    if isinstance(node, (Term, AllWords)):
+        check()
+        matched, titled = index.term_papers(node)
+        return matched, titled
+    if isinstance(node, Not):
+        return set(range(len(index))) - _sets(index, node.child, check)[0], set()
+    if isinstance(node, Or):
+        pairs = [_sets(index, child, check) for child in node.children]
+        return set().union(*(m for m, _ in pairs)), set().union(*(t for _, t in pairs))
+    included = [_sets(index, child, check) for child in node.children if not isinstance(child, Not)]
+    if included:
+        ordered = sorted((m for m, _ in included), key=len)
+        matched = set(ordered[0]).intersection(*ordered[1:])
+    else:
+        matched = set(range(len(index)))
+    for child in node.children:
+        if isinstance(child, Not) and matched:
+            matched -= _sets(index, child.child, check)[0]
+    return matched, set().union(*(t for _, t in included)) & matched
 
 
 def _papers(index: EditionIndex, node: Node, sets: dict[int, Set[int]]) -> Set[int]:

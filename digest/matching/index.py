@@ -11,7 +11,9 @@ the collector nothing). Positions map back to character offsets for highlighting
 from __future__ import annotations
 
 import bisect
+import copy
 import gc
+from collections import ChainMap
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -28,6 +30,8 @@ Hits = dict[int, Collection[Occurrence]]  # paper position in the edition -> occ
 LIST_SEPARATOR = "; "  # how author and category lists are shown, and how their offsets count
 _FIELDS = (TITLE, ABSTRACT, AUTHOR, CATEGORY)
 _OLDEST = datetime.min.replace(tzinfo=timezone.utc)
+# A prefix stands for at most this many indexed word forms per field and edition (docs/query-language.md).
+MAX_PREFIX_EXPANSION = 50
 _GAP = (-1, -1)
 
 
@@ -67,12 +71,15 @@ class _FieldIndex:
         postings = self.postings
         return [surface for surface in candidates if surface in postings and key in word_keys(surface)]
 
-    def surfaces_with_prefix(self, prefix: str) -> list[str]:
+    def surfaces_with_prefix(self, prefix: str, limit: int = MAX_PREFIX_EXPANSION) -> list[str]:
+        """The indexed word forms that begin with `prefix`, the first `limit` in alphabetical order
+        (as a search engine's max_expansions): a broad prefix costs the same as a narrow one."""
         if self._sorted is None:
             self._sorted = sorted(self.postings)
         start = bisect.bisect_left(self._sorted, prefix)
         end = start
-        while end < len(self._sorted) and self._sorted[end].startswith(prefix):
+        stop = min(start + limit, len(self._sorted))
+        while end < stop and self._sorted[end].startswith(prefix):
             end += 1
         return self._sorted[start:end]
 
@@ -124,6 +131,16 @@ class EditionIndex:
     @classmethod
     def build(cls, papers: Sequence[Any]) -> EditionIndex:
         return cls(papers)
+
+    def overlay(self) -> EditionIndex:
+        """This index with caches of its own over the shared ones: it reads what the edition has
+        already evaluated, and keeps what it evaluates itself. For the live preview, whose queries
+        are anyone's: an edition's caches hold only what its digests asked for. Use it under the
+        lock the shared index is used under, and drop it after the request."""
+        view = copy.copy(self)
+        for name in ("_words", "_terms", "query_cache", "topic_cache", "matches_by_key"):
+            setattr(view, name, ChainMap({}, getattr(self, name)))
+        return view
 
     def __len__(self) -> int:
         return len(self.papers)
@@ -212,16 +229,30 @@ class EditionIndex:
         cached = self._words.get((field, word))
         if cached is not None:
             return cached
+        sources = self._word_sources(field, word)
+        hits = sources[0] if len(sources) == 1 else _union(sources)
+        self._words[(field, word)] = hits
+        return hits
+
+    def word_papers(self, field: int, word: Word) -> Collection[int]:
+        """The papers of word_hits(field, word), without merging their occurrences."""
+        return _keys(self._sources(field, word))
+
+    def _word_sources(self, field: int, word: Word) -> list[Hits]:
+        """The occurrences that stand for one query word in a field, one mapping per word form."""
         index = self._fields[field]
         postings = index.postings
         sources: list[Hits] = []
         if word.prefix:
             sources.extend(postings[surface] for surface in index.surfaces_with_prefix(word.text))
+            # Split as written ("pretrain*" in "pre-trained"), within the same bound for all cuts.
+            room = MAX_PREFIX_EXPANSION
             for cut in range(2, len(word.text) - 1):
                 left = postings.get(word.text[:cut])
-                if left is not None:
-                    for right in index.surfaces_with_prefix(word.text[cut:]):
-                        sources.append(_adjacent(left, postings[right]))
+                if left is not None and room > 0:
+                    rights = index.surfaces_with_prefix(word.text[cut:], room)
+                    room -= len(rights)
+                    sources.extend(_adjacent(left, postings[right]) for right in rights)
         else:
             for key in word.keys:
                 sources.extend(postings[surface] for surface in index.surfaces_for_key(key))
@@ -234,30 +265,32 @@ class EditionIndex:
                             sources.append(_adjacent(left, postings[right]))
             if len(word.parts) > 2:  # "text-to-image" written "text to image"
                 sources.append(self._phrase(field, tuple(Word(part, (part,)) for part in word.parts)))
-        sources = [source for source in sources if source]
-        hits = sources[0] if len(sources) == 1 else _union(sources)
-        self._words[(field, word)] = hits
-        return hits
+        return [source for source in sources if source]
 
     def _phrase(self, field: int, words: tuple[Word, ...]) -> Hits:
         """Occurrences of the words in order and adjacent; two neighbours may also stand glued
         ("pre training" finds "pretraining")."""
-        alone = [self.word_hits(field, word) for word in words]
-        glued = [
-            self.word_hits(field, glue(words[i], words[i + 1])) if not words[i].prefix else {}
+        alone_sources = [self._sources(field, word) for word in words]
+        glued_sources = [
+            self._sources(field, glue(words[i], words[i + 1])) if not words[i].prefix else []
             for i in range(len(words) - 1)
         ]
-        # Only papers where every word occurs, alone or glued to a neighbour, can hold the phrase.
+        # Only papers where every word occurs, alone or glued to a neighbour, can hold the phrase:
+        # found from the words' papers first, so that occurrences are merged for those alone.
+        alone_papers = [_keys(sources) for sources in alone_sources]
+        glued_papers = [_keys(sources) for sources in glued_sources]
         candidates: set[int] | None = None
-        for i, hits in enumerate(alone):
-            possible = set(hits)
+        for i, papers in enumerate(alone_papers):
+            possible = set(papers)
             if i > 0:
-                possible.update(glued[i - 1])
-            if i < len(glued):
-                possible.update(glued[i])
+                possible.update(glued_papers[i - 1])
+            if i < len(glued_papers):
+                possible.update(glued_papers[i])
             candidates = possible if candidates is None else candidates & possible
             if not candidates:
                 return {}
+        alone = [_union_among(sources, candidates) for sources in alone_sources]  # type: ignore[arg-type]
+        glued = [_union_among(sources, candidates) for sources in glued_sources]  # type: ignore[arg-type]
         reached: dict[int, list[Hits]] = {0: []}  # words matched so far -> spans per paper
         for i in range(len(words)):
             if i not in reached:
@@ -271,6 +304,11 @@ class EditionIndex:
                 if extended:
                     reached.setdefault(i + length, []).append(extended)
         return _union(reached.get(len(words), []))
+
+    def _sources(self, field: int, word: Word) -> list[Hits]:
+        """A word's occurrences as one merged mapping when already merged, else per word form."""
+        merged = self._words.get((field, word))
+        return [merged] if merged is not None else self._word_sources(field, word)
 
     def _in_fields(self, word: Word, fields: frozenset[int]) -> dict[int, Hits]:
         return {field: self.word_hits(field, word) for field in fields}
@@ -296,18 +334,27 @@ class EditionIndex:
         words = term.words
         single = [self._in_fields(word, term.fields) for word in words]
         glued = [self._in_fields(glue(words[i], words[i + 1]), term.fields) for i in range(len(words) - 1)]
-        single_papers = [_papers_of(hits.values()) for hits in single]
-        glued_papers = [_papers_of(hits.values()) for hits in glued]
-        # satisfied[i]: papers where words[i:] all occur, each alone or glued to its neighbour.
-        satisfied: list[set[int] | None] = [None] * (len(words) + 2)
-        for i in range(len(words) - 1, -1, -1):
-            rest = satisfied[i + 1]
-            papers = set(single_papers[i]) if rest is None else rest & single_papers[i]
-            if i < len(glued):
-                after = satisfied[i + 2]
-                papers |= glued_papers[i] if after is None else after & glued_papers[i]
-            satisfied[i] = papers
-        return TermHits(frozenset(satisfied[0] or ()), single + glued)
+        satisfied = _satisfied([_papers_of(hits.values()) for hits in single], [_papers_of(hits.values()) for hits in glued])
+        return TermHits(frozenset(satisfied), single + glued)
+
+    def term_papers(self, term: Term | AllWords) -> tuple[Collection[int], Collection[int]]:
+        """term_hits(term)'s papers, and those where its evidence holds a title occurrence (what
+        makes a title match): from its words' papers alone, unless it is a phrase (which needs
+        positions). What the live preview ranks with."""
+        if isinstance(term, Term) and len(term.words) > 1:
+            hits = self.term_hits(term)
+            titled = set().union(*(per_field.get(TITLE, ()) for per_field in hits.sources))
+            return hits.papers, titled & hits.papers
+        fields, words = term.fields, term.words
+        single = [{field: self.word_papers(field, word) for field in fields} for word in words]
+        if isinstance(term, Term):
+            return set().union(*single[0].values()), single[0].get(TITLE, set())
+        glued = [{field: self.word_papers(field, glue(words[i], words[i + 1])) for field in fields}
+                 for i in range(len(words) - 1)]
+        matched = _satisfied([set().union(*papers.values()) for papers in single],
+                             [set().union(*papers.values()) for papers in glued])
+        titled = set().union(*(papers.get(TITLE, ()) for papers in single + glued))
+        return matched, titled & matched
 
     # ------------------------------------------------------------ back to the paper's own text
 
@@ -335,11 +382,48 @@ class TermHits:
         ]
 
 
+def _satisfied(single: list[Collection[int]], glued: list[Collection[int]]) -> set[int]:
+    """Papers where bare words all occur, each alone (`single[i]`) or glued to its neighbour
+    (`glued[i]`: words i and i + 1 as one)."""
+    # satisfied[i]: papers where words[i:] all occur, each alone or glued to its neighbour.
+    satisfied: list[set[int] | None] = [None] * (len(single) + 2)
+    for i in range(len(single) - 1, -1, -1):
+        rest = satisfied[i + 1]
+        papers = set(single[i]) if rest is None else rest & single[i]
+        if i < len(glued):
+            after = satisfied[i + 2]
+            papers |= glued[i] if after is None else after & glued[i]
+        satisfied[i] = papers
+    return satisfied[0] or set()
+
+
 def _papers_of(hits: Iterable[Hits]) -> frozenset[int]:
     papers: set[int] = set()
     for found in hits:
         papers.update(found)
     return frozenset(papers)
+
+
+def _keys(sources: list[Hits]) -> Collection[int]:
+    if len(sources) == 1:
+        return sources[0].keys()
+    return set().union(*sources)
+
+
+def _union_among(sources: list[Hits], papers: set[int]) -> Hits:
+    """_union(sources), for these papers only."""
+    if len(sources) == 1:
+        source = sources[0]
+        return {paper: source[paper] for paper in papers.intersection(source)}
+    merged: dict[int, set[Occurrence]] = {}
+    for source in sources:
+        for paper in papers.intersection(source):
+            found = merged.get(paper)
+            if found is None:
+                merged[paper] = set(source[paper])
+            else:
+                found.update(source[paper])
+    return merged  # type: ignore[return-value]
 
 
 def _union(sources: list[Hits]) -> Hits:

@@ -25,6 +25,23 @@ from digest.matching.normalize import compounds, joined, word_keys
 MAX_TOPIC_LENGTH = 500  # the topics column holds 500 characters
 MIN_PREFIX_LENGTH = 2  # "a*" would match half the edition
 
+
+@dataclass(frozen=True)
+class Limits:
+    """How much one topic may ask for. Any query costs at most its words' and prefixes' worth of
+    work (a prefix stands for at most index.MAX_PREFIX_EXPANSION words): the live preview of
+    twenty topics at these limits costs a few times a plain one (bench/bench_preview.py)."""
+
+    length: int = MAX_TOPIC_LENGTH
+    words: int | None = None  # each part of a compound counts ("text-to-image": 3)
+    prefixes: int | None = None
+    all_words: int | None = None  # in all of a subscriber's topics together (validate_topics)
+
+
+# What a subscriber may save (the forms, `digest subscribe`, `digest import`); `digest search`
+# and stored topics are parsed with the plain limits.
+SAVED_TOPIC_LIMITS = Limits(length=200, words=12, prefixes=4, all_words=80)
+
 TITLE, ABSTRACT, AUTHOR, CATEGORY = 0, 1, 2, 3
 FIELD_NAMES = {"title": TITLE, "abstract": ABSTRACT, "author": AUTHOR, "category": CATEGORY}
 FIELD_LABELS = {number: name for name, number in FIELD_NAMES.items()}
@@ -129,6 +146,11 @@ class Query:
     root: Node
     key: str  # canonical form: equal keys match the same papers
 
+    @property
+    def words(self) -> int:
+        """Its words, as Limits counts them (each part of a compound)."""
+        return sum(len(word.parts) for word in _words_of(self.root))
+
 
 # ---------------------------------------------------------------- lexer
 
@@ -222,9 +244,23 @@ def _words(chunk: str, position: int) -> list[Word]:
 
 
 class _Parser:
-    def __init__(self, tokens: list[_Token]):
+    def __init__(self, tokens: list[_Token], limits: Limits = Limits()):
         self.tokens = tokens
         self.i = 0
+        self.limits = limits
+        self.words = self.prefixes = 0
+
+    def counted(self, words: list[Word]) -> tuple[Word, ...]:
+        """The words of a term, counted against the limits as they come: a topic far past them
+        is refused after its first words, not after parsing all of it."""
+        self.words += sum(len(word.parts) for word in words)
+        self.prefixes += sum(word.prefix for word in words)
+        limits = self.limits
+        if limits.words is not None and self.words > limits.words:
+            raise QueryError(f"has more than the {limits.words} words a topic may have: split it into several topics")
+        if limits.prefixes is not None and self.prefixes > limits.prefixes:
+            raise QueryError(f"has more than the {limits.prefixes} prefixes (word*) a topic may have")
+        return tuple(words)
 
     def peek(self) -> _Token:
         return self.tokens[self.i]
@@ -309,9 +345,9 @@ class _Parser:
                 words.extend(_words(chunk.group(), offset + chunk.start()))
             if not words:
                 raise QueryError("empty phrase", token.position)
-            return Term(tuple(words), fields)
+            return Term(self.counted(words), fields)
         if token.kind == "WORD":
-            return Term(tuple(_words(token.text, token.position)), fields)
+            return Term(self.counted(_words(token.text, token.position)), fields)
         if token.kind == ")":
             raise QueryError("')' has no matching '('", token.position)
         if token.kind == "END":
@@ -370,25 +406,34 @@ def tidy(text: str) -> str:
     return " ".join(text.split())
 
 
-def parse_query(text: str) -> Query:
-    """Parse one topic. Raises QueryError saying where and why when the topic is not understood."""
+def _words_of(node: Node) -> Iterable[Word]:
+    if isinstance(node, (Term, AllWords)):
+        yield from node.words
+    elif isinstance(node, Not):
+        yield from _words_of(node.child)
+    else:
+        for child in node.children:
+            yield from _words_of(child)
+
+
+def parse_query(text: str, limits: Limits = Limits()) -> Query:
+    """Parse one topic. Raises QueryError saying where and why when the topic is not understood,
+    or asks for more than `limits` allow."""
     if not isinstance(text, str):
         raise QueryError("a topic must be text", None, repr(text))
-    return _parse_query(text)
+    return _parse_query(text, limits)
 
 
 @lru_cache(maxsize=16384)  # topics repeat across subscribers (an import of 100,000 has a few thousand)
-def _parse_query(text: str) -> Query:
+def _parse_query(text: str, limits: Limits) -> Query:
     """parse_query for a string: pure, and every node frozen, so one parse serves every caller."""
-    if not isinstance(text, str):
-        raise QueryError("a topic must be text", None, repr(text))
     topic = tidy(text)
     if not topic:
         raise QueryError("is empty", None, topic)
-    if len(topic) > MAX_TOPIC_LENGTH:
-        raise QueryError(f"is longer than {MAX_TOPIC_LENGTH} characters", None, topic[:40] + "...")
+    if len(topic) > limits.length:
+        raise QueryError(f"is longer than {limits.length} characters", None, topic[:40] + "...")
     try:
-        root = _Parser(_lex(topic)).parse()
+        root = _Parser(_lex(topic), limits).parse()
     except QueryError as exc:
         raise QueryError(exc.message, exc.position, topic) from None
     if not _includes_something(root):
@@ -400,17 +445,22 @@ def _parse_query(text: str) -> Query:
     return Query(topic, root, root.canonical())
 
 
-def validate_topics(topics: Iterable[str]) -> list[str]:
+def validate_topics(topics: Iterable[str], limits: Limits = Limits()) -> list[str]:
     """The topics as they will be saved: whitespace tidied, blank ones dropped, duplicates (same
     meaning, e.g. "LLMs" and "llm") dropped after the first. Raises QueryError for the first topic
     that does not parse, so nothing is saved half-understood."""
     cleaned: list[str] = []
     seen: set[str] = set()
+    words = 0
     for topic in topics:
         if not isinstance(topic, str) or not topic.strip():
             continue
-        query = parse_query(topic)
+        query = parse_query(topic, limits)
         if query.key not in seen:
             seen.add(query.key)
             cleaned.append(query.text)
+            words += query.words
+    if limits.all_words is not None and words > limits.all_words:
+        raise QueryError(f"these topics have {words} words together, more than the {limits.all_words} "
+                         "a subscription may have: drop or shorten some", None, "; ".join(cleaned)[:60] + "...")
     return cleaned

@@ -20,11 +20,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
 
-from sqlalchemy import String, any_, bindparam, insert, select, text, update
+from sqlalchemy import String, any_, bindparam, insert, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from digest import counters
 from digest.config import Settings
 from digest.mail import (
     DeliveryFailure,
@@ -34,9 +35,10 @@ from digest.mail import (
     envelope_sender,
     make_transport,
 )
-from digest.models import Frequency, Subscriber, SubscriberStatus, Suppression, Topic
+from digest.db import session_scope
+from digest.models import Frequency, Subscriber, SubscriberStatus, Suppression, Topic, new_link_secret
 from digest.schedule import next_due_at
-from digest.subscriptions.confirmation import send_due_confirmation
+from digest.subscriptions.confirmation import ConfirmationMail, deliver_confirmation, release_slot
 from digest.subscriptions.csv_lines import read_lines
 from digest.subscriptions.lifecycle import SubscribeOutcome, subscribe_request
 from digest.subscriptions.validation import InvalidInput, check_hour, check_timezone, clean_topics, normalise_email
@@ -53,10 +55,9 @@ def add_subscriber(factory, email: str, topics: list[str] | str, settings: Setti
     with factory() as session, session.begin():
         outcome = subscribe_request(session, email, topics, settings, timezone=timezone, hour=hour,
                                     confirmed=confirmed, defer_confirmation=True)
-    if outcome.confirmation_due:
-        with factory() as session:
-            outcome.confirmation_sent = send_due_confirmation(session, outcome.subscriber.id, settings,
-                                                              transport=transport)
+    if outcome.confirmation is not None:  # its slot under the cap was taken in that transaction
+        outcome.confirmation_sent = deliver_confirmation(lambda: session_scope(factory), outcome.confirmation,
+                                                         settings, transport)
         outcome.note = "confirmation sent" if outcome.confirmation_sent else "confirmation not sent (mail failure)"
     return outcome
 
@@ -134,8 +135,8 @@ def _store(factory, chunk: list[_Row], settings: Settings, confirmed: bool, repo
     """One chunk in one transaction: new addresses in bulk, the others one by one; then, after
     the commit, their confirmation emails."""
     now = datetime.now(timezone.utc)
-    to_confirm: list[tuple[int, str, list[str]]] = []
-    due_later: list[int] = []
+    to_confirm: list[tuple[SimpleNamespace, str, list[str]]] = []
+    due_later: list[ConfirmationMail] = []
     with factory() as session, session.begin():
         addresses = [r.email for r in chunk]
         known = set(session.scalars(select(Subscriber.email).where(_among(session, Subscriber.email, addresses))))
@@ -155,7 +156,9 @@ def _store(factory, chunk: list[_Row], settings: Settings, confirmed: bool, repo
             to_confirm = [(ids[row.email], row.email, row.topics) for row in fresh if row.email in ids]
         for row in others:
             _store_one(session, row, settings, confirmed, now, report, due_later)
-    mail.send(factory, to_confirm, due_later, report)
+    new_mail = [ConfirmationMail(row.id, email, confirmation_message(settings, email, confirm_url(row, settings), topics))
+                for row, email, topics in to_confirm]
+    mail.send(factory, new_mail + due_later, report)
 
 
 def _among(session: Session, column, values: list[str]):
@@ -166,7 +169,8 @@ def _among(session: Session, column, values: list[str]):
     return column.in_(values)
 
 
-def _insert_new(session: Session, rows: list[_Row], confirmed: bool, now: datetime) -> dict[str, int]:
+def _insert_new(session: Session, rows: list[_Row], confirmed: bool, now: datetime) -> dict[str, SimpleNamespace]:
+    """The new rows, each as its id and link secret (what its confirmation link needs)."""
     if not rows:
         return {}
     values = []
@@ -177,19 +181,21 @@ def _insert_new(session: Session, rows: list[_Row], confirmed: bool, now: dateti
             "email": row.email, "status": SubscriberStatus.active if confirmed else SubscriberStatus.pending,
             "timezone": schedule.timezone, "delivery_hour": schedule.delivery_hour, "frequency": Frequency.daily,
             "weekday": 0, "max_papers": 10, "notify_empty": False, "token_version": 1, "created_at": now,
+            "link_secret": new_link_secret(),
             "confirmed_at": now if confirmed else None, "next_due_at": next_due_at(schedule, now) if confirmed else None,
             # The confirmation about to be sent counts under the hourly cap (given back if it fails).
             "confirmation_sent_at": None if confirmed else now, "confirmations_sent": 0 if confirmed else 1,
         })
     topics = [(row.email, query, position) for row in rows for position, query in enumerate(row.topics)]
     if session.get_bind().dialect.name == "postgresql":
-        return _insert_postgresql(session, values, topics)
-    ids = {email: sid for sid, email in session.execute(
-        insert(Subscriber.__table__).returning(Subscriber.id, Subscriber.email), values)}
-    session.execute(insert(Topic.__table__), [
-        {"subscriber_id": ids[email], "query": query, "position": position} for email, query, position in topics
-    ])
-    return ids
+        ids = _insert_postgresql(session, values, topics)
+    else:
+        ids = {email: sid for sid, email in session.execute(
+            insert(Subscriber.__table__).returning(Subscriber.id, Subscriber.email), values)}
+        session.execute(insert(Topic.__table__), [
+            {"subscriber_id": ids[email], "query": query, "position": position} for email, query, position in topics
+        ])
+    return {v["email"]: SimpleNamespace(id=ids[v["email"]], link_secret=v["link_secret"]) for v in values}
 
 
 def _insert_postgresql(session: Session, values: list[dict], topics: list[tuple[str, str, int]]) -> dict[str, int]:
@@ -234,8 +240,8 @@ def _store_one(session: Session, row: _Row, settings: Settings, confirmed: bool,
         report.added += 1
     else:
         report.unchanged += 1
-    if outcome.confirmation_due:
-        due_later.append(outcome.subscriber.id)
+    if outcome.confirmation is not None:  # its slot taken; sent after the chunk's commit
+        due_later.append(outcome.confirmation)
 
 
 class _Confirmations:
@@ -259,29 +265,25 @@ class _Confirmations:
             self.transport = make_transport(self.settings)
         return self.transport
 
-    def send(self, factory, new: list[tuple[int, str, list[str]]], known: list[int], report: ImportReport) -> None:
+    def send(self, factory, mails: list[ConfirmationMail], report: ImportReport) -> None:
+        """The chunk's confirmations, each with its slot under the cap already taken and committed;
+        a slot whose email could not be sent is given back."""
         failed: list[int] = []
-        for subscriber_id, email, topics in new:
+        for mail in mails:
             if self.broken:
-                failed.append(subscriber_id)
+                failed.append(mail.subscriber_id)
                 continue
-            link = confirm_url(SimpleNamespace(id=subscriber_id, token_version=1), self.settings)
             try:
-                self._carrier().send(confirmation_message(self.settings, email, link, topics),
-                                     envelope_sender(self.settings), email)
+                self._carrier().send(mail.message, envelope_sender(self.settings), mail.address)
+                counters.confirmation_sent()
                 report.confirmations += 1
             except DeliveryFailure as exc:
-                log.warning("confirmation for %s not sent: %s", email, exc)
-                failed.append(subscriber_id)
+                log.warning("confirmation for subscriber %s not sent: %s", mail.subscriber_id, exc)
+                failed.append(mail.subscriber_id)
                 if isinstance(exc, ServerUnavailable):
                     self.broken = str(exc)
         if failed:
-            with factory() as session, session.begin():  # their slot under the cap, given back
-                session.execute(update(Subscriber).where(Subscriber.id.in_(failed))
-                                .values(confirmation_sent_at=None, confirmations_sent=0)
-                                .execution_options(synchronize_session=False))
+            with factory() as session, session.begin():
+                for subscriber_id in failed:
+                    release_slot(session, subscriber_id)
             report.unconfirmed += len(failed)
-        for subscriber_id in known:
-            with factory() as session:
-                if send_due_confirmation(session, subscriber_id, self.settings, transport=self._carrier()):
-                    report.confirmations += 1

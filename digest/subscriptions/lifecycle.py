@@ -3,45 +3,63 @@ export and delete. The web app and the CLI are thin layers over these functions.
 
 Rules decided here (each has a test):
 - Subscribing never reveals whether an address is already known: the caller gets a Subscriber,
-  the web shows one answer page for every case.
+  the web shows one answer page for every case, before any of this runs (subscribe_in_background).
 - Double opt-in: a new, pending, unsubscribed or suppressed address gets a confirmation email and
   nothing else until it is confirmed.
-- A subscribe request for an active address changes nothing and sends nothing, so a stranger
-  cannot rewrite someone's topics or flood their inbox.
+- A request never changes an existing row: for an active address it does nothing, for a pending,
+  unsubscribed or suppressed one it only sends a confirmation carrying what it asked for. Only the
+  owner's click applies it (confirm), so a stranger cannot rewrite someone's topics, replace what
+  they are about to confirm, or end the links they hold.
 - Everything is validated before anything is written: a bad topic saves nothing.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timezone
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from digest.config import Settings
+from digest.db import session_scope
 from digest.models import Delivery, Frequency, Subscriber, SubscriberStatus, Suppression, Topic
 from digest.schedule import next_due_at
 from digest.tokens import rotate_tokens
-from digest.subscriptions.confirmation import may_send_confirmation, send_confirmation
+from digest.subscriptions.confirmation import (
+    ConfirmationMail,
+    LinkedRequest,
+    build_confirmation,
+    claim_slot,
+    deliver_confirmation,
+    read_link_request,
+    release_slot,
+    send_mail,
+)
 from digest.subscriptions.validation import (
     MAX_PAPERS_LIMIT,
     WEEKDAYS,
     InvalidInput,
+    SubscribeRequest,
     TopicErrors,
     check_hour,
     check_timezone,
     clean_topics,
     int_field,
     normalise_email,
+    read_subscribe_request,
 )
+
+log = logging.getLogger(__name__)
 
 
 def _schedule(subscriber: Subscriber, now: datetime) -> None:
     """Only active subscribers are due; the delivery schedule decides when."""
     subscriber.next_due_at = next_due_at(subscriber, now) if subscriber.status == SubscriberStatus.active else None
-
 
 
 @dataclass
@@ -50,6 +68,7 @@ class SubscribeOutcome:
     created: bool = False
     confirmation_sent: bool = False
     confirmation_due: bool = False
+    confirmation: ConfirmationMail | None = None  # its slot taken, to send after commit (deferred)
     note: str = ""
 
 
@@ -58,17 +77,18 @@ def find_subscriber(session: Session, email: str) -> Subscriber | None:
 
 
 def _insert_or_get(session: Session, address: str, now: datetime) -> tuple[Subscriber, bool]:
-    """A new pending subscriber, or the row that a concurrent request inserted a moment ago
-    (two form posts for one new address must not end in a unique-constraint error page)."""
-    subscriber = Subscriber(email=address, status=SubscriberStatus.pending, created_at=now)
-    try:
-        with session.begin_nested():
-            session.add(subscriber)
-            session.flush()
-    except IntegrityError:
-        existing = session.scalars(select(Subscriber).where(Subscriber.email == address)).one()
-        return existing, False
-    return subscriber, True
+    """The address's row, inserted as a new pending subscriber when there was none. One INSERT
+    ... ON CONFLICT DO NOTHING as the transaction's first statement: racing requests for a new
+    address share one row without a unique-constraint error, and SQLite takes its write lock
+    before anything was read, so concurrent requests wait their turn instead of failing."""
+    insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else postgresql_insert
+    created = session.execute(
+        insert(Subscriber)
+        .values(email=address, status=SubscriberStatus.pending, created_at=now)
+        .on_conflict_do_nothing(index_elements=["email"])
+        .returning(Subscriber.id)  # a row back: this statement made it (row counts vary by driver)
+    ).first() is not None
+    return session.scalars(select(Subscriber).where(Subscriber.email == address)).one(), created
 
 
 def _set_topics(subscriber: Subscriber, topics: list[str]) -> None:
@@ -76,6 +96,43 @@ def _set_topics(subscriber: Subscriber, topics: list[str]) -> None:
     subscriber.topics = [existing.get(q) or Topic(query=q) for q in topics]
     for position, topic in enumerate(subscriber.topics):
         topic.position = position
+
+
+def _restarting(session: Session, subscriber: Subscriber) -> bool:
+    """Confirming this row starts a new subscription (links from the earlier one must die)."""
+    if subscriber.status == SubscriberStatus.unsubscribed:
+        return True
+    return subscriber.status == SubscriberStatus.active and session.get(Suppression, subscriber.email) is not None
+
+
+def record_request(session: Session, request: SubscribeRequest, settings: Settings, *, confirmed: bool = False,
+                   now: datetime | None = None) -> SubscribeOutcome:
+    """A checked subscribe request against the store. A new address becomes a pending row with the
+    request's choices; an active one changes nothing (unless an operator `confirmed` it); for any
+    other the row stays as it is and a confirmation carrying the request is due: its slot is taken
+    and its email built here (`outcome.confirmation`), sent by the caller."""
+    now = now or datetime.now(UTC)
+    subscriber, created = _insert_or_get(session, request.email, now)
+    outcome = SubscribeOutcome(subscriber, created)
+    restarting = not created and _restarting(session, subscriber)
+    if created or confirmed:
+        _apply_choices(subscriber, list(request.topics), request.timezone, request.hour)
+    if confirmed:
+        already = subscriber.status == SubscriberStatus.active and not restarting
+        confirm(session, subscriber, operator=True, now=now)
+        outcome.note = "already active: topics updated" if already else "active (confirmed by the operator)"
+        return outcome
+    if subscriber.status == SubscriberStatus.active and not restarting:
+        outcome.note = "already active: nothing changed"
+        return outcome
+    session.flush()
+    if claim_slot(session, subscriber.id, now):
+        outcome.confirmation = build_confirmation(subscriber, request, settings)
+        outcome.confirmation_due = True
+        outcome.note = "confirmation to be sent"
+    else:
+        outcome.note = "confirmation not sent (hourly cap)"
+    return outcome
 
 
 def subscribe_request(
@@ -91,47 +148,36 @@ def subscribe_request(
     transport=None,
     defer_confirmation: bool = False,
 ) -> SubscribeOutcome:
-    """subscribe(), telling what happened. With defer_confirmation the email is not sent here:
-    `confirmation_due` says whether the caller should run send_due_confirmation after commit."""
-    now = now or datetime.now(UTC)
-    address = normalise_email(email)
-    cleaned = clean_topics(topics)
-    zone = check_timezone(timezone)
-    hour = check_hour(hour)
-
-    subscriber = session.scalars(select(Subscriber).where(Subscriber.email == address)).one_or_none()
-    suppressed = session.get(Suppression, address) is not None
-    outcome = SubscribeOutcome(subscriber=subscriber)  # type: ignore[arg-type]
-    if subscriber is not None and subscriber.status == SubscriberStatus.active and not suppressed:
-        if confirmed:  # an operator may change an active subscriber's topics
-            _apply_choices(subscriber, cleaned, zone, hour)
-            _schedule(subscriber, now)
-            outcome.note = "already active: topics updated"
+    """subscribe(), telling what happened. The confirmation is sent here, in the caller's
+    transaction (its slot given back if sending failed); with defer_confirmation it is only
+    built (`outcome.confirmation`) for the caller to send after commit (deliver_confirmation)."""
+    request = read_subscribe_request(email, topics, timezone, hour)
+    outcome = record_request(session, request, settings, confirmed=confirmed, now=now)
+    if outcome.confirmation is not None and not defer_confirmation:
+        outcome.confirmation_sent = send_mail(outcome.confirmation, settings, transport)
+        if not outcome.confirmation_sent:
+            release_slot(session, outcome.subscriber.id)
+            outcome.note = "confirmation not sent (mail failure)"
         else:
-            outcome.note = "already active: nothing changed"
-        session.flush()
-        return outcome
-
-    if subscriber is None:
-        subscriber, outcome.created = _insert_or_get(session, address, now)
-    restarting = subscriber.status == SubscriberStatus.unsubscribed or (
-        subscriber.status == SubscriberStatus.active and suppressed
-    )
-    if restarting and not outcome.created:
-        # A fresh start: links from the earlier subscription stop working.
-        rotate_tokens(subscriber)
-        subscriber.status = SubscriberStatus.pending
-    outcome.subscriber = subscriber
-    _apply_choices(subscriber, cleaned, zone, hour)
-    session.flush()
-    if confirmed:
-        confirm(session, subscriber, now=now)
-        outcome.note = "active (confirmed by the operator)"
-    else:
-        _schedule(subscriber, now)
-        _ask_for_confirmation(session, outcome, settings, now, transport, defer_confirmation)
+            outcome.note = "confirmation sent"
     session.flush()
     return outcome
+
+
+def subscribe_in_background(sessions: Callable[[], Session], request: SubscribeRequest, settings: Settings,
+                            transport=None) -> None:
+    """The web's subscribe, run after the answer went out (one answer for everyone, at one speed):
+    record the request, commit, then send its confirmation. Logs, never raises: nobody waits for
+    it, and a failure must not take the connection down with it."""
+    subscriber_id = None
+    try:
+        with session_scope(sessions) as session:
+            outcome = record_request(session, request, settings)
+            subscriber_id = outcome.subscriber.id
+        if outcome.confirmation is not None:
+            deliver_confirmation(lambda: session_scope(sessions), outcome.confirmation, settings, transport)
+    except Exception:  # noqa: BLE001 - logged for the operator; the visitor already has their answer
+        log.exception("a subscribe request (subscriber %s) failed after its answer went out", subscriber_id)
 
 
 def _apply_choices(subscriber: Subscriber, topics: list[str], zone: str | None, hour: int | None) -> None:
@@ -140,18 +186,6 @@ def _apply_choices(subscriber: Subscriber, topics: list[str], zone: str | None, 
         subscriber.timezone = zone
     if hour is not None:
         subscriber.delivery_hour = hour
-
-
-def _ask_for_confirmation(session: Session, outcome: SubscribeOutcome, settings: Settings, now: datetime,
-                          transport, defer: bool) -> None:
-    subscriber = outcome.subscriber
-    if defer:
-        outcome.confirmation_due = may_send_confirmation(subscriber, now)
-        outcome.note = "confirmation to be sent" if outcome.confirmation_due else "confirmation not sent (hourly cap)"
-    else:
-        outcome.confirmation_sent = send_confirmation(session, subscriber, settings, now=now, transport=transport)
-        outcome.note = "confirmation sent" if outcome.confirmation_sent else "confirmation not sent (hourly cap or mail failure)"
-
 
 
 def subscribe(
@@ -171,21 +205,41 @@ def subscribe(
     ).subscriber
 
 
-def confirm(session: Session, subscriber: Subscriber, *, now: datetime | None = None) -> Subscriber:
-    """pending -> active; lifts a suppression (the owner just proved the mailbox works)."""
+ENDED = "this subscription was ended after this link was sent: subscribe again to restart it"
+
+
+def confirm(session: Session, subscriber: Subscriber, *, request: LinkedRequest | None = None, operator: bool = False,
+            now: datetime | None = None) -> Subscriber:
+    """The owner's click (or an operator's --confirmed): pending, unsubscribed or suppressed ->
+    active, with the choices of the request the link carried. Lifts a suppression (the owner just
+    proved the mailbox works). Restarting an ended subscription renews the row's links. A link
+    made before the row was unsubscribed (or one without a request, for an unsubscribed row)
+    confirms nothing: InvalidInput."""
     now = now or datetime.now(timezone.utc)
-    if subscriber.status == SubscriberStatus.unsubscribed:
-        raise InvalidInput({"status": "this subscription was ended: subscribe again to restart it"})
+    stale = not request.made_for(subscriber) if request is not None else subscriber.status == SubscriberStatus.unsubscribed
+    if stale and not operator:
+        raise InvalidInput({"status": ENDED})
     suppression = session.get(Suppression, subscriber.email)
-    if suppression is not None:
-        session.delete(suppression)
-    if subscriber.status != SubscriberStatus.active:
-        subscriber.status = SubscriberStatus.active
-        subscriber.confirmed_at = now
-        subscriber.unsubscribed_at = None
+    if subscriber.status != SubscriberStatus.active or suppression is not None:
+        if request is not None:
+            _apply_choices(subscriber, request.topics, request.timezone, request.hour)
+        if subscriber.status == SubscriberStatus.unsubscribed or suppression is not None:
+            rotate_tokens(subscriber)  # a fresh start: links from the earlier subscription stop working
+        if suppression is not None:
+            session.delete(suppression)
+        if subscriber.status != SubscriberStatus.active:
+            subscriber.status = SubscriberStatus.active
+            subscriber.confirmed_at = now
+            subscriber.unsubscribed_at = None
     _schedule(subscriber, now)
     session.flush()
     return subscriber
+
+
+def confirm_link(session: Session, subscriber: Subscriber, payload: dict | None, *, now: datetime | None = None) -> Subscriber:
+    """Confirm with what a confirmation link carries (its claims' `request`); InvalidInput when
+    the link is stale or its topics are no longer accepted."""
+    return confirm(session, subscriber, request=read_link_request(payload), now=now)
 
 
 @dataclass

@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 
 from digest.errors import DigestError
-from digest.matching import QueryError, parse_query, validate_topics
+from digest.matching import SAVED_TOPIC_LIMITS, QueryError, parse_query, validate_topics
 
 MAX_TOPICS = 20
-MAX_TOPIC_LENGTH = 200
+MAX_TOPIC_LENGTH = SAVED_TOPIC_LIMITS.length  # 200; the words and prefixes a topic may have too
 MAX_PAPERS_LIMIT = 50
 DEFAULT_MAX_PAPERS = 10
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 SINGLE_LINE = "must be one line of text without control characters"
+NEEDS_SMTPUTF8 = (
+    "this address has non-ASCII characters before the @, which this service cannot send to; "
+    "use an address with only ASCII letters before the @ (accents in the domain are fine)"
+)
 
 
 class InvalidInput(DigestError):
@@ -58,6 +63,10 @@ def normalise_email(email: str) -> str:
         result = validate_email(email.strip(), check_deliverability=False)
     except EmailNotValidError as exc:
         raise InvalidInput({"email": str(exc)}) from None
+    if result.smtputf8:
+        # The messages this service writes are ASCII (an accented domain is IDNA-encoded): an
+        # address that needs SMTPUTF8 (é@example.org) could never be mailed, so it is never stored.
+        raise InvalidInput({"email": NEEDS_SMTPUTF8})
     return result.normalized.lower()
 
 
@@ -86,7 +95,7 @@ def split_topics(text: str) -> list[str]:
 def _query_error(topic: str) -> str | None:
     """The matching parser's message for a topic it refuses (where and why), or None."""
     try:
-        parse_query(topic)
+        parse_query(topic, SAVED_TOPIC_LIMITS)
     except QueryError as exc:
         return exc.message + (f" at column {exc.column}" if exc.column else "")
     return None
@@ -117,8 +126,12 @@ def clean_topics(topics: Iterable[str] | str) -> list[str]:
             cleaned.append(topic)
     if errors:
         raise TopicErrors(errors)
-    # The parser's own tidying and de-duplication ("LLMs" and "llm" are one topic).
-    cleaned = validate_topics(cleaned)
+    # The parser's own tidying and de-duplication ("LLMs" and "llm" are one topic), and the words
+    # all topics may have together.
+    try:
+        cleaned = validate_topics(cleaned, SAVED_TOPIC_LIMITS)
+    except QueryError as exc:
+        raise InvalidInput({"topics": exc.message}) from None
     if not cleaned:
         raise InvalidInput({"topics": "give at least one topic"})
     if len(cleaned) > MAX_TOPICS:
@@ -152,6 +165,22 @@ def int_field(name: str, value, low: int, high: int) -> int | None:
 def check_hour(value) -> int | None:
     return int_field("hour", value, 0, 23)
 
+
+
+@dataclass(frozen=True)
+class SubscribeRequest:
+    """What a subscribe form or command asked for, every field checked (no database needed)."""
+
+    email: str
+    topics: tuple[str, ...]
+    timezone: str | None = None
+    hour: int | None = None
+
+
+def read_subscribe_request(email, topics, timezone=None, hour=None) -> SubscribeRequest:
+    """The checked request, or InvalidInput for the first bad field (address, topics, zone, hour)."""
+    return SubscribeRequest(normalise_email(email), tuple(clean_topics(topics)), check_timezone(timezone),
+                            check_hour(hour))
 
 
 def check_single_line_fields(fields: Iterable[tuple[str, object]], multiline: frozenset[str] = frozenset({"topics"})) -> None:

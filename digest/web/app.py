@@ -5,19 +5,23 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from digest import operations
-from digest.config import REPO_ROOT, Settings
+from digest.config import LOCAL_HOSTS, REPO_ROOT, Settings
 from digest.db import ensure_schema, make_engine, session_factory
 from digest.tokens import ExpiredToken
 from digest.web import admin, ops, routes
+from digest.web.capacity import Capacity
 from digest.web.csrf import COOKIE, CsrfProtect
 from digest.web.deps import LinkRefused
 from digest.web.ratelimit import RateLimiter
@@ -37,6 +41,25 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
+
+
+class OwnHost(TrustedHostMiddleware):
+    """Requests for this site's own host only (DIGEST_BASE_URL's, or this machine's names: the
+    quick start and a probe on the machine itself): a foreign Host header gets 400, so no URL the
+    app might build from it can point elsewhere. Health checks and metrics answer whatever the
+    Host (load balancers and scrapers ask by address)."""
+
+    OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapers (metrics ask a token)
+
+    def __init__(self, app, settings: Settings) -> None:
+        host = urlsplit(settings.base_url).hostname or "localhost"
+        super().__init__(app, allowed_hosts=sorted({host, *LOCAL_HOSTS}), www_redirect=False)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] in self.OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 class RedactTokens(logging.Filter):
@@ -119,12 +142,16 @@ def create_app(
         sessions = session_factory(engine)
 
     install_log_redaction()
-    app = FastAPI(title="Daily Papers Digest", docs_url=None, redoc_url=None, openapi_url=None)
+    # No automatic slash redirects: Starlette builds them from the Host header (routes.py has one
+    # built from DIGEST_BASE_URL).
+    app = FastAPI(title="Daily Papers Digest", docs_url=None, redoc_url=None, openapi_url=None,
+                  redirect_slashes=False)
     app.state.settings = settings
     app.state.sessions = sessions
     app.state.transport = transport
     app.state.limiter = limiter or RateLimiter(settings.subscribe_rate_limit, window=3600, redis_url=settings.broker_url)
-    app.state.pages = Pages(template_environment(), CsrfProtect(settings.secret_key, settings.base_url.startswith("https")), settings)
+    app.state.capacity = Capacity(concurrent=1, waiting=16)  # requests that match topics, at a time
+    app.state.pages = Pages(template_environment(), CsrfProtect(settings.secret_keys, settings.base_url.startswith("https")), settings)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
@@ -135,6 +162,12 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 404 and request.method in ("GET", "HEAD") and request.url.path.endswith("/") \
+                and request.url.path != "/":
+            # A link with a slash added (some mail programs add one): the same page, at an address
+            # built from DIGEST_BASE_URL, never from the Host header. Only paths nothing matched.
+            query = f"?{request.url.query}" if request.url.query else ""
+            return RedirectResponse(f"{settings.base_url}{request.url.path.rstrip('/')}{query}", status_code=307)
         titles = {404: "Page not found", 405: "Not allowed"}
         return app.state.pages.error(
             request, exc.status_code, titles.get(exc.status_code, "Something is wrong"), str(exc.detail or "")
@@ -150,6 +183,11 @@ def create_app(
             )
         return app.state.pages.error(request, 400, "This link is not valid", BAD_LINK)
 
+    app.add_middleware(OwnHost, settings=settings)
+    if settings.trusted_proxy_list:
+        # The client address (rate limits) from X-Forwarded-For, only when a trusted proxy sent it;
+        # here rather than in `digest web`, so that any ASGI server behaves the same.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxy_list)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     app.include_router(routes.router)
     app.include_router(ops.router)

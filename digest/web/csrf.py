@@ -24,8 +24,9 @@ FIELD = "csrf_token"
 
 
 class CsrfProtect:
-    def __init__(self, secret_key: str, secure: bool) -> None:
-        self.signer = Signer(secret_key, salt="digest.csrf")
+    def __init__(self, secret_keys: str | tuple[str, ...], secure: bool) -> None:
+        # Oldest first, as Settings.secret_keys: signs with the newest, accepts any (key rotation).
+        self.signer = Signer([secret_keys] if isinstance(secret_keys, str) else list(secret_keys), salt="digest.csrf")
         self.secure = secure
 
     def new_value(self) -> str:

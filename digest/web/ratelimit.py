@@ -9,6 +9,8 @@ which still stops a single client from mail-bombing through us.
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import logging
 import threading
 import time
@@ -16,6 +18,22 @@ import time
 import redis
 
 log = logging.getLogger(__name__)
+
+
+def client_key(client: str) -> str:
+    """A bounded key for a client address. An IPv4 address as written; an IPv6 address by its /64
+    (one subscriber line holds a whole /64, and would otherwise get 2^64 counters); anything else
+    (a forwarded header that is not an address) by a hash, so a header of any size makes a key of
+    40 characters at most."""
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return "h-" + hashlib.sha256(client.encode("utf-8", "replace")).hexdigest()[:32]
+    if address.version == 6:
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 class MemoryCounter:
@@ -69,11 +87,21 @@ class RateLimiter:
     def backend(self) -> str:
         return "redis" if self.redis else "memory"
 
-    def allow(self, client: str, scope: str = "subscribe") -> bool:
-        key = f"{self.prefix}:{scope}:{client}"
+    def allow(self, client: str, scope: str = "subscribe", limit: int | None = None, window: int | None = None) -> bool:
+        """One more request of `client` in `scope`; False past the scope's limit (the limiter's
+        own, unless this scope has its own `limit` per `window` seconds)."""
+        key = f"{self.prefix}:{scope}:{client_key(client)}"
+        limit, window = limit or self.limit, window or self.window
         if self.redis is not None:
             try:
-                return self.redis.hit(key, self.window) <= self.limit
+                return self.redis.hit(key, window) <= limit
             except Exception as exc:  # noqa: BLE001 - Redis went away: keep serving, count here
                 log.warning("Redis rate-limit counter failed, counting in memory: %s", exc)
-        return self.memory.hit(key, self.window) <= self.limit
+        return self.memory.hit(key, window) <= limit
+
+    def allow_preview(self, subscriber_id: int, client: str, limit: int, window: int = 60) -> bool:
+        """One more preview (the live one, or a settings page, which shows one): at most `limit`
+        a `window` per link (its subscriber) and per client address. A reader typing fast stays
+        well under it; a flood, from one address or through one link, does not."""
+        return (self.allow(f"link-{subscriber_id}", "preview-link", limit, window)
+                and self.allow(client, "preview-client", limit, window))

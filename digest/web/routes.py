@@ -20,6 +20,7 @@ from digest.delivery import edition_page as full_edition_page
 from digest.mail import settings_url
 from digest.models import SubscriberStatus
 from digest.tokens import make_token
+from digest.web.capacity import Busy
 from digest.web.csrf import COOKIE, FIELD
 from digest.web.deps import Link, link_to, pages_of, settings_of, unit_of_work
 
@@ -80,28 +81,16 @@ async def subscribe(request: Request):
     if not _csrf_ok(request, form):
         return _csrf_error(request)
     values = {k: str(form.get(k, "")) for k in ("email", "topics", "timezone", "hour")}
-
-    def work():
-        try:
-            subs.check_single_line_fields(form.multi_items())
-            with unit_of_work(request) as session:
-                outcome = subs.subscribe_request(
-                    session, values["email"], values["topics"], settings_of(request),
-                    timezone=values["timezone"] or None, hour=values["hour"] or None, defer_confirmation=True,
-                )
-                subscriber_id = outcome.subscriber.id
-        except subs.InvalidInput as exc:
-            return _landing(request, values, _form_errors(exc), 422)
-        # The email goes out after the answer: its timing must not tell a new address from a known one.
-        task = BackgroundTask(_send_confirmation, request, subscriber_id) if outcome.confirmation_due else None
-        return RedirectResponse("/subscribed", status_code=303, background=task)
-
-    return await run_in_threadpool(work)
-
-
-def _send_confirmation(request: Request, subscriber_id: int) -> None:
-    with unit_of_work(request) as session:
-        subs.send_due_confirmation(session, subscriber_id, settings_of(request), transport=request.app.state.transport)
+    try:  # checks the form alone: no database, so its time cannot tell a known address from a new one
+        subs.check_single_line_fields(form.multi_items())
+        wanted = subs.read_subscribe_request(values["email"], values["topics"], values["timezone"] or None,
+                                             values["hour"] or None)
+    except subs.InvalidInput as exc:
+        return await run_in_threadpool(_landing, request, values, _form_errors(exc), 422)
+    # Everything that touches the store happens after the answer, the same answer for everyone.
+    task = BackgroundTask(subs.subscribe_in_background, request.app.state.sessions, wanted, settings_of(request),
+                          request.app.state.transport)
+    return RedirectResponse("/subscribed", status_code=303, background=task)
 
 
 @router.get("/subscribed", response_class=HTMLResponse)
@@ -118,8 +107,8 @@ async def confirm_page(request: Request, link: Link = link_to("confirm")):
         with link.open(request) as (session, subscriber):
             return pages_of(request).render(
                 request, "confirm.html",
-                {"subscriber": subscriber, "topics": [t.query for t in subscriber.topics], "token": link.token,
-                 "settings_url": settings_url(subscriber, settings_of(request))},
+                {"subscriber": subscriber, "topics": subs.topics_to_confirm(subscriber, link.claims.request),
+                 "token": link.token, "settings_url": settings_url(subscriber, settings_of(request))},
             )
 
     return await run_in_threadpool(work)
@@ -134,7 +123,12 @@ async def confirm(request: Request, link: Link = link_to("confirm")):
     def work():
         with link.open(request) as (session, subscriber):
             try:
-                subs.confirm(session, subscriber)
+                subs.confirm_link(session, subscriber, link.claims.request)
+            except subs.TopicErrors:
+                return pages_of(request).error(
+                    request, 409, "These topics are no longer accepted",
+                    "The topics in this link no longer pass the checks. Subscribe again on the home page.",
+                )
             except subs.InvalidInput:
                 return pages_of(request).error(
                     request, 409, "This subscription was ended",
@@ -173,17 +167,40 @@ def _settings_page(request, session, subscriber, token, values=None, errors=None
     )
 
 
+TOO_SLOW = "These topics take too long to preview: fewer or narrower topics would show one. Your digest is not affected."
+TOO_MANY_PREVIEWS = "Too many previews in a minute: the preview comes back in a moment."
+BUSY = "The server is busy: try again in a moment."
+
+
+async def _over_preview_limit(request: Request, link: Link) -> bool:
+    client = request.client.host if request.client else "unknown"
+    return not await run_in_threadpool(request.app.state.limiter.allow_preview, link.claims.subscriber_id, client,
+                                       settings_of(request).preview_rate_limit)
+
+
+async def _matching(request: Request, work, as_json: bool):
+    """Run a request that matches topics within the process's capacity (digest/web/capacity.py)."""
+    try:
+        return await request.app.state.capacity.run(work)
+    except Busy:
+        if as_json:
+            return JSONResponse({"message": BUSY, "errors": []}, status_code=503, headers={"Retry-After": "2"})
+        return pages_of(request).error(request, 503, "Busy", BUSY, headers={"Retry-After": "2"})
+
+
 @router.get("/settings/{token}", response_class=HTMLResponse)
 async def settings_page(request: Request, link: Link = link_to("settings")):
     notice = {"confirmed": "Your subscription is confirmed. Your first digest comes at your delivery hour.",
               "saved": "Your settings are saved."}
     key = next((k for k in notice if k in request.query_params), None)
+    if await _over_preview_limit(request, link):
+        return pages_of(request).error(request, 429, "Too many requests", TOO_MANY_PREVIEWS, headers={"Retry-After": "60"})
 
     def work():
         with link.open(request) as (session, subscriber):
             return _settings_page(request, session, subscriber, link.token, notice=notice.get(key, ""))
 
-    return await run_in_threadpool(work)
+    return await _matching(request, work, as_json=False)
 
 
 @router.post("/settings/{token}")
@@ -209,6 +226,8 @@ async def save_settings(request: Request, link: Link = link_to("settings")):
 @router.get("/settings/{token}/preview")
 async def preview(request: Request, topics: str = "", max_papers: str = "", link: Link = link_to("settings", as_json=True)):
     """The live preview: JSON for the settings page's script (GET: it changes nothing)."""
+    if await _over_preview_limit(request, link):
+        return JSONResponse({"message": TOO_MANY_PREVIEWS, "errors": []}, status_code=429, headers={"Retry-After": "60"})
 
     def work():
         with link.open(request) as (session, subscriber):
@@ -217,13 +236,15 @@ async def preview(request: Request, topics: str = "", max_papers: str = "", link
             except subs.InvalidInput as exc:
                 return JSONResponse({"errors": [{"topic": t, "message": m} for t, m in exc.topic_errors]
                                      or [{"topic": "", "message": m} for m in exc.errors.values()]}, status_code=422)
+            if result.too_slow:
+                return JSONResponse({"message": TOO_SLOW, "errors": []}, status_code=422)
             return JSONResponse({
                 "edition": result.edition.isoformat() if result.edition else None,
                 "total": result.total,
                 "papers": [{"id": p.id, "title": p.title, "url": p.abs_url} for p in result.papers],
             })
 
-    return await run_in_threadpool(work)
+    return await _matching(request, work, as_json=True)
 
 
 @router.get("/settings/{token}/export")
@@ -312,9 +333,10 @@ async def edition_page(request: Request, edition: str, link: Link = link_to("vie
             html = full_edition_page(session, settings_of(request), subscriber, day)
         return HTMLResponse(html, headers={"Content-Security-Policy": EMAIL_PAGE_POLICY})
 
-    return await run_in_threadpool(work)
+    return await _matching(request, work, as_json=False)
 
 
 @router.get("/healthz")
 async def healthz():
     return {"ok": True}
+

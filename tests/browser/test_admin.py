@@ -18,11 +18,11 @@ from digest.delivery import dispatch, send_batch
 from digest.models import FetchRun, Subscriber, Suppression
 from digest.web import create_app
 from digest.web.ratelimit import RateLimiter
-from tests.browser.serving import bound_socket, serving
 from tests.browser.test_journey import browser, shoot  # noqa: F401 - the journey's browser fixture, shared
 from tests.conftest import REDIS_URL
 from tests.delivery.helpers import EDITION, NOW, add_sample_papers, due_subscriber
 from tests.smtp_server import RcptRule, SmtpTestServer
+from tests.web.live import served
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -31,30 +31,33 @@ USER, PASSWORD = "operator", "browser admin password"
 
 @pytest.fixture
 def console(committed_db, database_url, tmp_path):
-    listener, base_url = bound_socket()
     with SmtpTestServer() as smtp:
         smtp.faults.rcpt.append(RcptRule("gone@example.org", "550 5.1.1 <gone@example.org>: Recipient address rejected"))
-        settings = load_settings(
-            database_url=database_url, base_url=base_url, secret_key="browser-test-key", broker_url=REDIS_URL,
-            smtp_url=smtp.url, sender="Papers <digest@papers.test>", outbox_dir=tmp_path / "outbox",
-            admin_user=USER, admin_password=PASSWORD,
-        )
         sessions = session_factory(committed_db)
-        with sessions() as session, session.begin():
-            add_sample_papers(session, EDITION)
-            due_subscriber(session, "ana@example.org", ["pretraining", "<b>bold</b> OR diffusion"],
-                           timezone="Europe/Berlin", delivery_hour=6)
-            due_subscriber(session, "gone@example.org", ["pretraining"])
-            session.add(FetchRun(source="hf", started_at=NOW, finished_at=NOW, new=98, updated=0, unchanged=0, skipped=0))
-            session.add(FetchRun(source="arxiv:cs.LG", started_at=NOW, finished_at=NOW, new=0, updated=0, unchanged=0,
-                                 skipped=0, error="export.arxiv.org answered 503 Service Unavailable"))
-        ids: list[int] = []
-        dispatch(sessions, settings, ids.extend, now=NOW)
-        report = send_batch(sessions, settings, ids, now=NOW)
-        assert report.sent == 1 and report.bounced == 1
 
-        limiter = RateLimiter(50, redis_url=REDIS_URL, prefix=f"digest-test:{uuid.uuid4().hex}")
-        with serving(create_app(settings, sessions=sessions, limiter=limiter), listener):
+        def app_for(base_url: str):
+            settings = load_settings(
+                database_url=database_url, base_url=base_url, secret_key="browser-test-secret-key-0123456789abcdef",
+                broker_url=REDIS_URL, smtp_url=smtp.url, sender="Papers <digest@papers.test>",
+                outbox_dir=tmp_path / "outbox", admin_user=USER, admin_password=PASSWORD,
+            )
+            with sessions() as session, session.begin():
+                add_sample_papers(session, EDITION)
+                due_subscriber(session, "ana@example.org", ["pretraining", "<b>bold</b> OR diffusion"],
+                               timezone="Europe/Berlin", delivery_hour=6)
+                due_subscriber(session, "gone@example.org", ["pretraining"])
+                session.add(FetchRun(source="hf", started_at=NOW, finished_at=NOW, new=98, updated=0, unchanged=0,
+                                     skipped=0))
+                session.add(FetchRun(source="arxiv:cs.LG", started_at=NOW, finished_at=NOW, new=0, updated=0,
+                                     unchanged=0, skipped=0, error="export.arxiv.org answered 503 Service Unavailable"))
+            ids: list[int] = []
+            dispatch(sessions, settings, ids.extend, now=NOW)
+            report = send_batch(sessions, settings, ids, now=NOW)
+            assert report.sent == 1 and report.bounced == 1
+            limiter = RateLimiter(50, redis_url=REDIS_URL, prefix=f"digest-test:{uuid.uuid4().hex}")
+            return create_app(settings, sessions=sessions, limiter=limiter)
+
+        with served(app_for) as base_url:
             yield base_url, sessions
 
 

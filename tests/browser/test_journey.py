@@ -27,8 +27,8 @@ from digest.read import preview_topics
 from digest.web import create_app
 from digest.web.ratelimit import RateLimiter
 from tests.conftest import REDIS_URL
-from tests.browser.serving import serving
 from tests.factories import sample_records
+from tests.web.live import served
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -76,19 +76,22 @@ def inbox():
 @pytest.fixture
 def server(committed_db, database_url, inbox, tmp_path):
     _, smtp_port = inbox
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    base_url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    settings = load_settings(
-        database_url=database_url, base_url=base_url, secret_key="browser-test-key", broker_url=REDIS_URL,
-        smtp_url=f"smtp://127.0.0.1:{smtp_port}?starttls=off", outbox_dir=tmp_path / "outbox", sources="hf",
-    )
     sessions = session_factory(committed_db)
     with sessions() as session, session.begin():
         store_papers(session, [parse_record(r) for r in sample_records()])
     limiter = RateLimiter(50, redis_url=REDIS_URL, prefix=f"digest-test:{uuid.uuid4().hex}")
-    with serving(create_app(settings, sessions=sessions, limiter=limiter), listener):
-        yield base_url, sessions, settings
+    made = {}
+
+    def app_for(base_url):
+        made["settings"] = load_settings(
+            database_url=database_url, base_url=base_url, secret_key="browser-test-secret-key-0123456789abcdef",
+            broker_url=REDIS_URL, smtp_url=f"smtp://127.0.0.1:{smtp_port}?starttls=off",
+            outbox_dir=tmp_path / "outbox", sources="hf",
+        )
+        return create_app(made["settings"], sessions=sessions, limiter=limiter)
+
+    with served(app_for) as base_url:
+        yield base_url, sessions, made["settings"]
 
 
 @pytest.fixture

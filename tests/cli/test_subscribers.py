@@ -79,3 +79,13 @@ def test_digest_web_serves_the_pages_on_port(cli_env, committed_db):
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_subscribe_with_topics_past_the_limits_says_which_limit_in_one_line(cli_env, committed_db):
+    result = CliRunner().invoke(main, ["subscribe", "ana@example.org", "--topics", "ab* cd* ef* gh* ij*"])
+    assert result.exit_code == 1
+    assert result.output.strip() == ("error: topic 'ab* cd* ef* gh* ij*': "
+                                     "has more than the 4 prefixes (word*) a topic may have")
+    result = CliRunner().invoke(main, ["subscribe", "ana@example.org", "--topics", "a " * 13])
+    assert result.exit_code == 1 and "has more than the 12 words a topic may have" in result.output
+    assert json.loads(run("stats", "--json").output)["subscribers"]["pending"] == 0

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from digest.config import load_settings
 from digest.db import alembic_config, make_engine, session_factory, upgrade
 from digest.web import create_app
-from tests.conftest import POSTGRES_ADMIN_URL, REDIS_URL
+from tests.conftest import POSTGRES_ADMIN_URL, REDIS_URL, TEST_SECRET_KEY
 
 
 def readyz(client: TestClient):
@@ -46,7 +46,7 @@ def set_available(name: str, available: bool) -> None:
 @pytest.mark.postgres_only
 def test_readyz_is_503_while_the_database_is_away_and_200_when_it_is_back(own_database, tmp_path):
     name, url = own_database
-    settings = load_settings(database_url=url, secret_key="test-secret-key", outbox_dir=tmp_path / "outbox")
+    settings = load_settings(database_url=url, secret_key=TEST_SECRET_KEY, outbox_dir=tmp_path / "outbox")
     app = create_app(settings)  # its own engine and pool, as `digest web` has
     with TestClient(app) as client:
         assert readyz(client) == (200, {"ready": True, "checks": {"database": "ok"}})
@@ -66,7 +66,7 @@ def test_readyz_is_503_while_the_database_is_away_and_200_when_it_is_back(own_da
 def test_readyz_names_a_schema_that_is_not_current(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
     command.upgrade(alembic_config(engine), "0001_initial")
-    settings = load_settings(database_url=f"sqlite:///{tmp_path / 'old.db'}", secret_key="test-secret-key")
+    settings = load_settings(database_url=f"sqlite:///{tmp_path / 'old.db'}", secret_key=TEST_SECRET_KEY)
     with TestClient(create_app(settings, sessions=session_factory(engine))) as client:
         status, body = readyz(client)
         assert status == 503
@@ -85,7 +85,7 @@ def test_readyz_checks_the_broker_only_when_one_is_configured(settings, session_
         status, body = readyz(client)
         assert status == 503 and body["checks"]["database"] == "ok"
         assert body["checks"]["broker"] == "the broker at 127.0.0.1 does not answer (OperationalError)"
-    laptop = load_settings(database_url=settings.database_url, secret_key="test-secret-key")  # no DIGEST_BROKER_URL
+    laptop = load_settings(database_url=settings.database_url, secret_key=TEST_SECRET_KEY)  # no DIGEST_BROKER_URL
     assert not laptop.broker_configured
     with TestClient(create_app(laptop, sessions=session_factory)) as client:
         assert readyz(client) == (200, {"ready": True, "checks": {"database": "ok"}})

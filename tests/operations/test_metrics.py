@@ -21,6 +21,7 @@ from digest.db import make_engine, session_factory as make_session_factory
 from digest.models import Delivery, DeliveryStatus, SubscriberStatus, Suppression
 from digest.operations.metrics import add_totals
 from digest.web import create_app
+from tests.conftest import TEST_SECRET_KEY
 from tests.celery_worker import running_worker, unique_queue
 from tests.delivery.helpers import LONG_AGO, add_sample_papers
 from tests.factories import make_paper, make_subscriber
@@ -42,7 +43,7 @@ def samples(body: str) -> dict[tuple, float]:
 def metrics_app(settings, session_factory, counting):
     def make(**overrides):
         values = {"metrics": True, "metrics_flush_interval": 3600, **overrides}
-        return TestClient(create_app(settings.model_copy(update=values), sessions=session_factory))
+        return TestClient(create_app(settings.model_copy(update=values), sessions=session_factory), base_url=settings.base_url)
 
     return make
 
@@ -166,7 +167,7 @@ def test_metrics_count_a_send_by_a_celery_worker_and_one_by_digest_send(cli_env,
         env = {**cli_env, "DIGEST_SMTP_URL": smtp.url, "DIGEST_FROM": "Papers <digest@papers.test>",
                "DIGEST_SMTP_RATE": "1000", "DIGEST_METRICS": "1", "DIGEST_METRICS_FLUSH_INTERVAL": "0.5"}
         settings = load_settings(database_url=database_url, metrics=True, metrics_flush_interval=3600,
-                                 secret_key="test-secret-key")
+                                 secret_key=TEST_SECRET_KEY)
         engine = make_engine(database_url)
         web = TestClient(create_app(settings, sessions=make_session_factory(engine)))
         assert sent_by(samples(web.get("/metrics").text)) == 0

@@ -96,7 +96,7 @@ def tampered(token: str) -> str:
 def bad_links(subscriber, settings, purpose):
     good = make_token(subscriber, purpose, settings)
     other = "settings" if purpose != "settings" else "unsubscribe"
-    foreign_key = load_settings(database_url=settings.database_url, secret_key="another-server's-key")
+    foreign_key = load_settings(database_url=settings.database_url, secret_key="another-server's-secret-key-0123456789")
     return {
         "tampered": tampered(good),
         "truncated": good[: len(good) // 2],
@@ -311,12 +311,31 @@ def test_resubscribing_after_unsubscribe_goes_through_double_opt_in_again(client
     client.post(path(unsubscribe_url(active, settings)), data={"List-Unsubscribe": "One-Click"})
     answer = client.post("/subscribe", data={"csrf_token": csrf_token(client), "email": "BO@example.org", "topics": "agents"})
     assert answer.status_code == 303
+    # Until the owner confirms, the request changes nothing (anyone may have sent it): still
+    # unsubscribed, same topics, and the owner's links still work.
     s = reload(session, active.id)
-    assert s.status == SubscriberStatus.pending and [t.query for t in s.topics] == ["agents"]
-    assert client.get(old_settings).status_code == 400  # links from the earlier subscription are dead
+    assert s.status == SubscriberStatus.unsubscribed and [t.query for t in s.topics] == ["pretraining", "diffusion"]
+    assert client.get(old_settings).status_code == 200
     link = path(confirm_link(sent_messages(outbox)[-1]))
+    assert "<code>agents</code>" in client.get(link).text
     client.post(link, data={"csrf_token": csrf_token(client, link)})
-    assert reload(session, active.id).status == SubscriberStatus.active
+    s = reload(session, active.id)
+    assert s.status == SubscriberStatus.active and [t.query for t in s.topics] == ["agents"]
+    assert client.get(old_settings).status_code == 400  # links from the earlier subscription are dead
+
+
+def test_a_stranger_cannot_change_what_the_owner_of_a_pending_address_confirms(client, session, settings, outbox):
+    client.post("/subscribe", data={"csrf_token": csrf_token(client), "email": "ana@example.org", "topics": "pretraining"})
+    owners_link = path(confirm_link(sent_messages(outbox)[-1]))
+    client.post("/subscribe", data={"csrf_token": csrf_token(client), "email": "ana@example.org",
+                                    "topics": "something else", "timezone": "Asia/Tokyo", "hour": "23"})
+    page = client.get(owners_link)
+    assert "<code>pretraining</code>" in page.text and "something else" not in page.text
+    client.post(owners_link, data={"csrf_token": csrf_token(client, owners_link)})
+    s = session.scalars(select(Subscriber).where(Subscriber.email == "ana@example.org")).one()
+    session.refresh(s)
+    assert s.status == SubscriberStatus.active and [t.query for t in s.topics] == ["pretraining"]
+    assert (s.timezone, s.delivery_hour) == ("UTC", 7)
 
 
 def test_unsubscribed_addresses_cannot_be_confirmed_by_an_old_link(client, session, pending, settings):
@@ -355,3 +374,46 @@ def test_the_full_edition_page_lists_every_match(client, active, papers, setting
     assert client.get(path(view_url(active, EDITION, settings)).replace("2026-11-26", "2026-13-01")).status_code == 404
     settings_token = make_token(active, "settings", settings)
     assert client.get(f"/digest/2026-11-26/{settings_token}").status_code == 400
+
+
+def test_a_deleted_subscribers_links_do_not_control_whoever_subscribes_next(client, session, settings, outbox, papers):
+    """SQLite gave the next subscriber the deleted row's id: the old links then confirmed them,
+    exported their address and rewrote their topics."""
+    client.post("/subscribe", data={"csrf_token": csrf_token(client), "email": "first@example.org", "topics": "agents"})
+    confirm_first = path(confirm_link(sent_messages(outbox)[-1]))
+    settings_first = client.post(confirm_first, data={"csrf_token": csrf_token(client, confirm_first)}).headers["location"]
+    settings_first = settings_first.split("?")[0]
+    client.post(settings_first + "/delete", data={"csrf_token": csrf_token(client, settings_first), "confirm_delete": "yes"})
+    client.post("/subscribe", data={"csrf_token": csrf_token(client), "email": "next@example.org", "topics": "robots"})
+    following = session.scalars(select(Subscriber).where(Subscriber.email == "next@example.org")).one()
+    for old in (confirm_first, settings_first, settings_first + "/export", settings_first + "/preview"):
+        answer = client.get(old)
+        assert answer.status_code == 400 and "next@example.org" not in answer.text, old
+    assert client.post(confirm_first, data={"csrf_token": csrf_token(client)}).status_code == 400
+    changed = client.post(settings_first, data={"csrf_token": csrf_token(client), "topics": "stolen", "hour": "3"})
+    assert changed.status_code == 400
+    following = reload(session, following.id)
+    assert following.status == SubscriberStatus.pending and [t.query for t in following.topics] == ["robots"]
+
+
+def test_topics_past_the_limits_are_refused_on_the_settings_form_with_the_limit(client, session, active, settings):
+    many = "\n".join(f"w{n}a w{n}b w{n}c w{n}d w{n}e" for n in range(17))  # 85 words in all
+    answer = settings_form(client, path(settings_url(active, settings)), topics=many)
+    assert answer.status_code == 422
+    assert "Topics: these topics have 85 words together, more than the 80 a subscription may have" in answer.text
+    assert [t.query for t in reload(session, active.id).topics] == ["pretraining", "diffusion"]
+
+
+def test_a_link_with_a_slash_added_redirects_to_the_sites_own_address_whatever_the_host(client, active, settings):
+    page = path(settings_url(active, settings))
+    answer = client.get(page + "/?confirmed=1")
+    assert answer.status_code == 307 and answer.headers["location"] == settings.base_url + page + "?confirmed=1"
+    forged = client.get(page + "/", headers={"Host": "evil.example"})
+    assert forged.status_code == 400 and "location" not in forged.headers
+
+
+def test_only_the_sites_own_host_is_served(client, settings):
+    assert client.get("/", headers={"Host": "evil.example"}).status_code == 400
+    assert client.get("/", headers={"Host": "digest.test:443"}).status_code == 200  # DIGEST_BASE_URL's host
+    assert client.get("/", headers={"Host": "localhost:8000"}).status_code == 200  # this machine (quick start)
+    assert client.get("/healthz", headers={"Host": "10.0.0.7:8000"}).status_code == 200  # load balancers

@@ -177,3 +177,19 @@ def test_pages_send_security_headers(client):
 def test_unknown_page_is_an_html_404(client):
     answer = client.get("/nothing-here")
     assert answer.status_code == 404 and "Page not found" in answer.text
+
+
+def test_an_address_that_needs_smtputf8_is_refused_on_the_form_and_nothing_is_stored(client, session, outbox):
+    answer = post_subscribe(client, email="é@example.org")
+    assert answer.status_code == 422
+    assert "Email address: this address has non-ASCII characters before the @" in answer.text
+    assert "é@example.org" in answer.text  # what was typed stays in the form
+    assert count(session) == 0 and outbox.written == []
+
+
+def test_topics_past_the_limits_are_named_with_the_limit_on_the_form(client, session):
+    answer = post_subscribe(client, topics="pretraining\nab* cd* ef* gh* ij*\n" + "word " * 13)
+    assert answer.status_code == 422 and "Nothing was saved" in answer.text
+    assert "<code>ab* cd* ef* gh* ij*</code>: has more than the 4 prefixes (word*) a topic may have" in answer.text
+    assert "has more than the 12 words a topic may have: split it into several topics" in answer.text
+    assert count(session) == 0

@@ -32,6 +32,12 @@
 
   function show(data, ok) {
     body.textContent = "";
+    if (data.message) {  // too many previews, the server busy, or topics too slow to preview
+      var note = el("p", data.message);
+      note.className = "preview-summary";
+      body.appendChild(note);
+      return;
+    }
     if (!ok) {
       var p = el("p", "These topics cannot be used yet:");
       p.className = "preview-summary";
