@@ -141,6 +141,11 @@ class Subscriber(Base):
     # The token_version of a row that existed before links carried the secret (migration
     # 0003_link_secrets): its unsubscribe links from before still work, until rotate_tokens.
     legacy_token_version: Mapped[int | None]
+    # Relevance (digest/relevance): the reader's two choices, and a counter bumped on every change
+    # of their marks, so that a reader's model is refitted only when their marks changed.
+    learn_from_feedback: Mapped[bool] = mapped_column(Boolean, default=True)
+    suggest_beyond_topics: Mapped[bool] = mapped_column(Boolean, default=True)
+    feedback_version: Mapped[int] = mapped_column(Integer, default=0)
 
     topics: Mapped[list[Topic]] = relationship(
         back_populates="subscriber", cascade="all, delete-orphan", order_by="Topic.position"
@@ -160,6 +165,20 @@ class Topic(Base):
     position: Mapped[int] = mapped_column(Integer, default=0)
 
     subscriber: Mapped[Subscriber] = relationship(back_populates="topics")
+
+
+class Feedback(Base):
+    """A reader's mark on one paper: "More like this" (liked) or "Less like this", from an email's
+    link or from the "Papers you like" field of the settings page (source "settings"). One row per
+    reader and paper: pressing the other button switches it, undo deletes it."""
+
+    __tablename__ = "feedback"
+
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True)
+    paper_id: Mapped[str] = mapped_column(ForeignKey("papers.id", ondelete="CASCADE"), primary_key=True, index=True)
+    liked: Mapped[bool] = mapped_column(Boolean)
+    source: Mapped[str] = mapped_column(String(16), default="email")  # "email" or "settings"
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class DeliveryStatus(str, enum.Enum):

@@ -14,6 +14,7 @@ every email ever sent must stay unsubscribable; the others answer as invalid.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -175,6 +176,78 @@ def read_token(
 ) -> Subscriber:
     """The subscriber this token was made for, or InvalidToken / ExpiredToken."""
     return subscriber_for(session, verify_token(token, purpose, settings, max_age))
+
+
+# --------------------------------------------------------------------------- feedback links
+# Every card of every digest carries two of these ("More like this", "Less like this"): twenty per
+# email. An itsdangerous token costs about 12 us to sign; this one is a single HMAC-SHA256 call
+# (about 1 us) over the same things a token binds (purpose, row id, row secret) plus the paper
+# and the action, keyed BLAKE2b (a MAC by design, and the fastest in hashlib: about 0.5 us). Keys are
+# derived per purpose, so no other kind of link verifies as one of these.
+
+FEEDBACK_ACTIONS = ("more", "less")
+_FEEDBACK_SIGNATURE_BYTES = 16
+
+
+@dataclass(frozen=True)
+class FeedbackClaims:
+    """What a genuine feedback link says: whose row, which paper, which button."""
+
+    subscriber_id: int
+    paper_id: str
+    action: str  # "more" or "less"
+
+
+@lru_cache(maxsize=16)
+def _feedback_keys(secret_keys: tuple[str, ...]) -> tuple[bytes, ...]:
+    """Newest key first: it signs; every key verifies (rotation)."""
+    return tuple(hmac.digest(key.encode(), b"digest.feedback", "sha256")[:32] for key in reversed(secret_keys))
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _feedback_signature(key: bytes, subscriber_id: int, secret: str, paper_id: str, action: str) -> bytes:
+    message = f"{subscriber_id}\x00{secret}\x00{paper_id}\x00{action}".encode()
+    return hashlib.blake2b(message, key=key, digest_size=_FEEDBACK_SIGNATURE_BYTES).digest()
+
+
+def feedback_token(subscriber: Subscriber, paper_id: str, action: str, settings: Settings) -> str:
+    """The token of a feedback link: for this row (anything with `id` and `link_secret`), this
+    paper and this action. `<id>.<action>.<paper id, base64url>.<signature>`."""
+    if action not in FEEDBACK_ACTIONS:
+        raise ValueError(f"unknown feedback action {action!r}")
+    if subscriber.id is None or not subscriber.link_secret:
+        raise ValueError("a subscriber needs an id and a link secret (flush it) before a link can point at it")
+    key = _feedback_keys(settings.secret_keys)[0]
+    signature = _feedback_signature(key, subscriber.id, subscriber.link_secret, paper_id, action)
+    return f"{subscriber.id}.{action}.{_b64(paper_id.encode())}.{_b64(signature)}"
+
+
+def read_feedback_token(session: Session, token: str, settings: Settings) -> tuple[Subscriber, FeedbackClaims]:
+    """The subscriber and claims of a genuine feedback link, or InvalidToken: tampered, foreign,
+    or for a row that was deleted or whose links were renewed."""
+    parts = token.split(".")
+    if len(parts) != 4 or not parts[0].isdigit() or parts[1] not in FEEDBACK_ACTIONS or len(parts[0]) > 18:
+        raise InvalidToken("this link is not valid")
+    try:
+        paper_id = _unb64(parts[2]).decode("utf-8")
+        signature = _unb64(parts[3])
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidToken("this link is not valid") from None
+    subscriber = session.get(Subscriber, int(parts[0]))
+    if subscriber is None or not subscriber.link_secret:
+        raise InvalidToken("this link is no longer valid")
+    for key in _feedback_keys(settings.secret_keys):
+        expected = _feedback_signature(key, subscriber.id, subscriber.link_secret, paper_id, parts[1])
+        if hmac.compare_digest(expected, signature):
+            return subscriber, FeedbackClaims(subscriber.id, paper_id, parts[1])
+    raise InvalidToken("this link is not valid")
 
 
 def rotate_tokens(subscriber: Subscriber) -> None:

@@ -9,7 +9,17 @@ import pytest
 from itsdangerous import TimestampSigner
 
 from digest.config import load_settings
-from digest.tokens import PURPOSES, ExpiredToken, InvalidToken, make_token, read_token, rotate_tokens
+from digest.tokens import (
+    FEEDBACK_ACTIONS,
+    PURPOSES,
+    ExpiredToken,
+    InvalidToken,
+    feedback_token,
+    make_token,
+    read_feedback_token,
+    read_token,
+    rotate_tokens,
+)
 from tests.factories import make_subscriber
 
 
@@ -150,3 +160,43 @@ def test_an_unsubscribe_link_from_before_link_secrets_still_unsubscribes_its_own
     newer = make_subscriber(session)  # a row made after the upgrade has no links from before
     with pytest.raises(InvalidToken):
         read_token(session, legacy_token(newer.id, 1, "unsubscribe", settings), "unsubscribe", settings)
+
+
+# --------------------------------------------------------------------------- feedback links
+
+
+def test_a_feedback_link_reads_back_as_its_reader_paper_and_action(session, settings):
+    subscriber = make_subscriber(session)
+    for action in FEEDBACK_ACTIONS:
+        found, claims = read_feedback_token(session, feedback_token(subscriber, "2602.01234", action, settings), settings)
+        assert found is subscriber
+        assert (claims.subscriber_id, claims.paper_id, claims.action) == (subscriber.id, "2602.01234", action)
+
+
+@pytest.mark.parametrize("change", ["action", "paper", "subscriber", "signature"])
+def test_a_tampered_feedback_link_is_refused(session, settings, change):
+    subscriber, other = make_subscriber(session), make_subscriber(session)
+    sid, action, paper, signature = feedback_token(subscriber, "2602.01234", "more", settings).split(".")
+    forged = {
+        "action": [sid, "less", paper, signature],
+        "paper": [sid, action, feedback_token(subscriber, "2602.09999", "more", settings).split(".")[2], signature],
+        "subscriber": [str(other.id), action, paper, signature],
+        "signature": [sid, action, paper, signature[:5] + ("A" if signature[5] != "A" else "B") + signature[6:]],
+    }[change]
+    with pytest.raises(InvalidToken):
+        read_feedback_token(session, ".".join(forged), settings)
+
+
+def test_a_feedback_link_dies_with_its_row_and_lives_through_key_rotation(session, settings):
+    subscriber = make_subscriber(session)
+    token = feedback_token(subscriber, "2602.01234", "less", settings)
+    rotated = settings.model_copy(update={"secret_key": "n" * 40, "secret_key_fallbacks": settings.secret_key})
+    assert read_feedback_token(session, token, rotated)[0] is subscriber
+    other_key = settings.model_copy(update={"secret_key": "o" * 40})
+    with pytest.raises(InvalidToken):
+        read_feedback_token(session, token, other_key)
+    rotate_tokens(subscriber)  # resubscribe, or a new row under the same id
+    with pytest.raises(InvalidToken):
+        read_feedback_token(session, token, settings)
+    with pytest.raises(InvalidToken):
+        read_feedback_token(session, make_token(subscriber, "settings", settings), settings)

@@ -12,7 +12,7 @@ from digest.mail.digest_email import (
     render_full_edition_html,
 )
 from digest.mail.emails import confirmation_message, render_email
-from digest.mail.links import confirm_url, settings_url, unsubscribe_url, view_url
+from digest.mail.links import confirm_url, feedback_url, settings_url, unsubscribe_url, view_url
 from digest.mail.message import (
     HeaderError,
     build_message,
@@ -64,6 +64,7 @@ __all__ = [
     "open_transport",
     "render_email",
     "render_full_edition_html",
+    "feedback_url",
     "settings_url",
     "to_bytes",
     "unsubscribe_url",

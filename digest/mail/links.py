@@ -7,7 +7,7 @@ from datetime import date
 
 from digest.config import Settings
 from digest.models import Subscriber
-from digest.tokens import make_token
+from digest.tokens import feedback_token, make_token
 
 
 def confirm_url(subscriber: Subscriber, settings: Settings, request: dict | None = None) -> str:
@@ -26,3 +26,9 @@ def unsubscribe_url(subscriber: Subscriber, settings: Settings) -> str:
 
 def view_url(subscriber: Subscriber, edition: date, settings: Settings) -> str:
     return f"{settings.base_url}/digest/{edition.isoformat()}/{make_token(subscriber, 'view', settings)}"
+
+
+def feedback_url(subscriber: Subscriber, paper_id: str, action: str, settings: Settings) -> str:
+    """A card's "More like this" (`action` "more") or "Less like this" ("less") link. Its GET
+    shows a page with one button; only that button's POST records the choice."""
+    return f"{settings.base_url}/feedback/{feedback_token(subscriber, paper_id, action, settings)}"

@@ -17,6 +17,9 @@ class Match:
     matched: tuple[str, ...]  # the exact words as they appear in the paper (for highlighting)
     # Where those words stand in the original title and abstract, for highlighting.
     highlights: dict[str, tuple[Span, ...]] = field(default_factory=dict)  # keys "title", "abstract"
+    # The title of a paper the reader liked that this one resembles (digest.relevance): set on a
+    # suggestion no topic matched ("Like: <title>"), and on a match the reader's model moved up.
+    resembles: str | None = None
 
     @property
     def paper_id(self) -> str:
