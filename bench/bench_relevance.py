@@ -57,7 +57,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from relevance_reader import Reader, ReaderError, links_of, read_cards  # noqa: E402
+from relevance_reader import Reader, ReaderError, forms_of, links_of, read_cards  # noqa: E402
 from relevance_stand_in import DailyPapersStandIn  # noqa: E402
 
 MORE, LESS = "More like this", "Less like this"
@@ -252,8 +252,6 @@ class Run:
     def subscribe(self, subscriber: Subscriber) -> None:
         base = self.settings.base_url
         landing = subscriber.reader.open(f"{base}/")
-        from relevance_reader import forms_of
-
         form = next((f for f in forms_of(landing) if f.action.rstrip("/").endswith("/subscribe")), None)
         if form is None:
             raise Stop("the landing page has no subscribe form")
@@ -394,8 +392,8 @@ class Run:
         counted_days = max(0, len(days) - self.args.count_from + 1)
         print()
         print(f"from day {self.args.count_from} on ({counted_days} editions), first {CARDS} cards of each digest; "
-              f"relevant = judgment >= 1 (must-read = 2)")
-        head = f"{'persona':34} {'who':8} {'relevant':>8} {'not rel.':>8} {'precision':>9} {'must-read':>9} {'no digest':>9} {'marks':>6}"
+              f"relevant = judgment >= 1 (must-read = 2); pressed = feedback buttons, all days")
+        head = f"{'persona':34} {'who':8} {'relevant':>8} {'not rel.':>8} {'precision':>9} {'must-read':>9} {'no digest':>9} {'pressed':>7}"
         print(head)
         figures: dict = {"personas": {}, "days": len(days), "counted_from": self.args.count_from}
         totals = {"learner": Tally(), "twin": Tally()}
@@ -409,7 +407,7 @@ class Run:
                 t = s.counted
                 totals[role].merge(t)
                 print(f"{persona.name[:34]:34} {role + 's':8} {t.relevant:8d} {t.not_relevant:8d} {fmt(t.precision):>9} "
-                      f"{t.must_read:9d} {t.empty:9d} {s.marks:6d}")
+                      f"{t.must_read:9d} {t.empty:9d} {s.marks:7d}")
                 entry[role] = {**vars(t), "precision": t.precision, "marks": s.marks}
             r = ratio(mine["learner"].counted, mine["twin"].counted) if "learner" in mine else None
             entry["ratio"] = r

@@ -93,8 +93,8 @@ def _heading(page: httpx.Response) -> str:
         document = lxml_html.fromstring(page.text)
     except Exception:  # noqa: BLE001 - an empty or non-HTML answer has no heading
         return ""
-    for tag in ("h1", "title"):
-        found = document.find(f".//{tag}")
+    # What a person reads first on an error: the page's alert (a form's errors), else its heading.
+    for found in (*document.xpath('//*[@role="alert"]')[:1], document.find(".//h1"), document.find(".//title")):
         if found is not None and words(found):
             return words(found)
     return ""
