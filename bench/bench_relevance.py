@@ -238,6 +238,7 @@ class Run:
         self.subscribers: list[Subscriber] = []
         self.seen = 0  # messages of the SMTP server already read
         self.timings = {"subscribe": 0.0, "fetch": 0.0, "send": 0.0, "feedback": 0.0}
+        self.daily: list[dict] = []  # every digest's first cards, for --json
 
     def new_messages(self) -> dict[str, list]:
         with self.smtp.handler.lock:
@@ -307,7 +308,9 @@ class Run:
             mail = self.new_messages()
             line = [f"day {number:2d} {day} (edition {edition}) {new:3d} new, {sent:2d} sent{'' if counted else ', not counted'}"]
             for subscriber in self.subscribers:
-                grades = self.read(subscriber, mail.get(subscriber.email, []))
+                grades, ids = self.read(subscriber, mail.get(subscriber.email, []))
+                self.daily.append({"day": number, "listing_day": day, "edition": edition, "persona": subscriber.persona.name,
+                                   "role": subscriber.role, "papers": ids, "grades": grades, "counted": counted})
                 if counted:
                     subscriber.counted.add(grades)
                 rel = sum(1 for g in grades if g >= 1)
@@ -364,12 +367,13 @@ class Run:
             raise Stop(f"the morning after {edition} sent edition {run.edition or 'none'}: the days are not editions")
         return run.report.sent
 
-    def read(self, subscriber: Subscriber, messages: list) -> list[int]:
-        """The grades of the first 10 cards of the day's digest; the learner's marks given."""
+    def read(self, subscriber: Subscriber, messages: list) -> tuple[list[int], list[str]]:
+        """The grades and papers of the first 10 cards of the day's digest; the learner's marks
+        given."""
         if len(messages) > 1:
             raise Stop(f"{subscriber.email} got {len(messages)} messages for one edition")
         if not messages:
-            return []
+            return [], []
         cards = read_cards(messages[0])[:CARDS]
         grades = [subscriber.persona.judgments.get(card.paper_id, 0) for card in cards]
         if subscriber.role == "learner":
@@ -386,7 +390,7 @@ class Run:
                     raise Stop(f"feedback for {card.paper_id}: {exc}") from None
                 subscriber.marks += 1
             self.timings["feedback"] += time.perf_counter() - t
-        return grades
+        return grades, [card.paper_id for card in cards]
 
     def report(self, days: list[date], listed: dict, elapsed: float) -> dict:
         counted_days = max(0, len(days) - self.args.count_from + 1)
@@ -419,7 +423,8 @@ class Run:
                 print(f"{'total':34} {role + 's':8} {t.relevant:8d} {t.not_relevant:8d} {fmt(t.precision):>9} "
                       f"{t.must_read:9d} {t.empty:9d}")
         learners, twins = totals["learner"], totals["twin"]
-        figures["total"] = {role: {**vars(t), "precision": t.precision} for role, t in totals.items()}
+        figures["total"] = {role: {**vars(t), "precision": t.precision} for role, t in totals.items()
+                            if any(s.role == role for s in self.subscribers)}
         if self.args.twins_only:
             print("target: not checked (--twins-only: the keyword-only baseline alone, no learners)")
             figures["target_met"] = None
@@ -438,6 +443,7 @@ class Run:
               f"database {self.settings.database_url.split(':', 1)[0]}; load average {load} on {os.cpu_count()} CPUs "
               "(a shared machine: timings are noisy)")
         figures["seconds"] = elapsed
+        figures["daily"] = self.daily
         return figures
 
 
