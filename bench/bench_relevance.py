@@ -102,7 +102,10 @@ def load_personas(path: Path) -> list[Persona]:
         if not isinstance(item, dict) or not isinstance(item.get("typed_topics"), list) \
                 or not isinstance(item.get("judgments"), dict):
             raise Stop(f"{path}: persona {n} needs typed_topics (a list) and judgments (paper id -> grade)")
-        personas.append(Persona(str(item.get("name") or f"persona-{n}"), [str(t) for t in item["typed_topics"]],
+        name = str(item.get("name") or f"persona-{n}")
+        if any(p.name == name for p in personas):  # figures are reported by name
+            name = f"{name}-{n}"
+        personas.append(Persona(name, [str(t) for t in item["typed_topics"]],
                                 {str(k): int(v) for k, v in item["judgments"].items()}))
     return personas
 
