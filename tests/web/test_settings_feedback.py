@@ -245,3 +245,55 @@ def test_an_unsubscribed_reader_adds_no_papers_but_may_remove_marks(client, sess
     url = path(settings_url(reader, client.local_settings))
     client.post(url + "/feedback/remove", data={"csrf_token": csrf_token(client, url), "paper_id": other.id})
     assert marks(session, reader.id) == {}
+
+
+class WritesWhileAnswering(ArxivById):
+    """Before answering, checks that another connection can write: the app holds no write lock
+    (SQLite) and no open transaction (PostgreSQL) while it waits on arXiv."""
+
+    def __init__(self, records, engine) -> None:
+        super().__init__(records)
+        self.engine = engine
+        self.seen: list[bool] = []
+
+    def answer(self, handler, path, query):
+        if self.engine.dialect.name == "sqlite":
+            import sqlite3
+
+            probe = sqlite3.connect(self.engine.url.database, timeout=0.2)
+            try:
+                probe.execute("BEGIN IMMEDIATE")
+                probe.rollback()
+                self.seen.append(True)
+            except sqlite3.OperationalError:
+                self.seen.append(False)
+            finally:
+                probe.close()
+        else:
+            from sqlalchemy import text as sql
+
+            with self.engine.connect() as probe:
+                open_units = probe.execute(sql(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'")).scalar()
+            self.seen.append(open_units == 0)
+        super().answer(handler, path, query)
+
+
+def test_arxiv_is_asked_with_no_database_write_open(committed_db, settings, outbox, limiter):
+    from digest.db import session_factory
+
+    sessions = session_factory(committed_db)
+    with sessions() as session, session.begin():
+        reader = make_subscriber(session, "ana@example.org", ["pretraining"])
+    with WritesWhileAnswering([OLD_PAPER], committed_db) as arxiv:
+        local = load_settings(**settings.model_dump(include={"database_url", "broker_url", "base_url", "secret_key",
+                                                             "outbox_dir", "sources"}),
+                              arxiv_api_url=arxiv.url, http_attempts=1)
+        app = create_app(local, sessions=sessions, limiter=limiter, transport=outbox)
+        with TestClient(app, base_url=local.base_url, follow_redirects=False) as client:
+            client.local_settings = local
+            assert save(client, reader, liked="2402.01234").status_code == 303
+    assert arxiv.seen == [True]
+    with sessions() as session:
+        assert session.scalars(select(Feedback.paper_id)).all() == ["2402.01234"]
