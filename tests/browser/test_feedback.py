@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from playwright.sync_api import expect
 from sqlalchemy import select
 
 from digest.config import REPO_ROOT, load_settings
@@ -90,7 +91,7 @@ def test_a_feedback_link_a_button_a_confirmation_and_undo(server, browser):
     assert marks(sessions) == []  # opening the link recorded nothing
 
     page.get_by_role("button", name="More like this").click()
-    assert page.get_by_role("heading", name="Thanks: noted").is_visible()
+    expect(page.get_by_role("heading", name="Thanks: noted")).to_be_visible()  # waits for the answer
     assert page.get_by_text("We'll show you more papers like").is_visible()
     assert page.get_by_role("link", name="Your settings").get_attribute("href") == settings_url(reader, settings)
     assert fits(page)
@@ -98,7 +99,7 @@ def test_a_feedback_link_a_button_a_confirmation_and_undo(server, browser):
     assert marks(sessions) == [(paper.id, True, "email")]
 
     page.get_by_role("button", name="Undo").click()
-    assert page.get_by_role("heading", name="Undone").is_visible()
+    expect(page.get_by_role("heading", name="Undone")).to_be_visible()
     assert marks(sessions) == []
     context.close()
 
@@ -110,7 +111,7 @@ def test_the_settings_page_lists_the_marks_and_removes_one(server, browser):
     for paper, action in ((papers[0], "more"), (papers[1], "less"), (papers[2], "more")):
         page.goto(feedback_url(reader, paper.id, action, settings))
         page.get_by_role("button", name="More like this" if action == "more" else "Less like this").click()
-        page.wait_for_selector("text=Thanks: noted")
+        expect(page.get_by_role("heading", name="Thanks: noted")).to_be_visible()
 
     page.goto(settings_url(reader, settings))
     listed = page.locator("#marks li")
@@ -124,7 +125,7 @@ def test_the_settings_page_lists_the_marks_and_removes_one(server, browser):
     shoot(page, "settings-feedback-375.png")
 
     page.get_by_role("button", name=f"Remove the mark on {papers[1].title}").click()
-    assert page.get_by_text("That mark is removed").is_visible()
+    expect(page.get_by_text("That mark is removed")).to_be_visible()
     assert page.locator("#marks li").count() == 2
     assert sorted(m[0] for m in marks(sessions)) == sorted([papers[0].id, papers[2].id])
     context.close()
