@@ -243,3 +243,14 @@ def test_the_database_cascades_a_readers_marks_with_their_row(session, reader, p
     session.flush()
     session.execute(text("DELETE FROM subscribers WHERE id = :id"), {"id": reader.id})
     assert session.scalar(select(func.count()).select_from(Feedback)) == 0
+
+
+def test_the_page_says_what_is_already_marked_and_when_learning_is_off(client, session, reader, paper, settings):
+    url = path(feedback_url(reader, paper.id, "more", settings))
+    press(client, url)
+    reload(session, reader.id).learn_from_feedback = False
+    session.flush()
+    page = client.get(path(feedback_url(reader, paper.id, "less", settings))).text
+    assert "You marked this paper “More like this” on" in page
+    assert "“Learn from my feedback” is off in your settings" in page
+    assert marks(session) == [(paper.id, True, "email")]
