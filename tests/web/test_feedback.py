@@ -254,3 +254,43 @@ def test_the_page_says_what_is_already_marked_and_when_learning_is_off(client, s
     assert "You marked this paper “More like this” on" in page
     assert "“Learn from my feedback” is off in your settings" in page
     assert marks(session) == [(paper.id, True, "email")]
+
+
+def test_simultaneous_presses_of_both_links_leave_one_mark(committed_db, database_url, tmp_path):
+    """A double click, a mail client retrying, a reader pressing the other link at once: one row,
+    on PostgreSQL and on SQLite, and no request fails."""
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from digest.db import session_factory
+    from digest.web import create_app
+    from digest.web.ratelimit import RateLimiter
+    from tests.conftest import REDIS_URL, TEST_SECRET_KEY
+    from tests.web.live import served
+
+    sessions = session_factory(committed_db)
+    with sessions() as session, session.begin():
+        reader = make_subscriber(session, "ana@example.org")
+        paper = make_paper(session)
+    limiter = RateLimiter(1000, redis_url=REDIS_URL, prefix=f"digest-test:{uuid.uuid4().hex}")
+    made = {}
+
+    def app_for(base_url):
+        made["settings"] = load_settings(database_url=database_url, base_url=base_url, secret_key=TEST_SECRET_KEY,
+                                         broker_url=REDIS_URL, outbox_dir=tmp_path / "outbox", sources="hf",
+                                         feedback_rate_limit=1000)
+        return create_app(made["settings"], sessions=sessions, limiter=limiter)
+
+    with served(app_for) as base_url, httpx.Client(base_url=base_url, timeout=60) as client:
+        urls = [path(feedback_url(reader, paper.id, action, made["settings"])) for action in ("more", "less")]
+        token = re.search(r'name="csrf_token" value="([^"]+)"', client.get(urls[0]).text).group(1)
+        with ThreadPoolExecutor(16) as pool:
+            codes = list(pool.map(lambda n: client.post(urls[n % 2], data={"csrf_token": token}).status_code,
+                                  range(16)))
+    assert codes == [200] * 16
+    with sessions() as session:
+        rows = session.execute(select(Feedback.subscriber_id, Feedback.paper_id)).all()
+        assert rows == [(reader.id, paper.id)]
+        assert 1 <= session.get(Subscriber, reader.id).feedback_version <= 16
