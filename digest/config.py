@@ -220,6 +220,8 @@ class Settings(BaseSettings):
     web_max_connections: int = Field(1000, ge=1)
     # Live previews (and settings pages, which show one) per minute, per link and per client address.
     preview_rate_limit: int = Field(60, ge=1)
+    # "More like this" / "Less like this" presses (and their undo) per minute, per client address.
+    feedback_rate_limit: int = Field(60, ge=1)
 
     @field_validator("database_url")
     @classmethod

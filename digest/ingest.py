@@ -12,7 +12,7 @@ A paper's edition is the UTC date it first entered the store and never changes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 
@@ -85,8 +85,11 @@ def new_paper(record: PaperRecord, edition: date) -> Paper:
     )
 
 
-def store_papers(session: Session, records: list[PaperRecord], now: datetime | None = None) -> IngestCounts:
-    """Upsert records; the caller commits. Records for one id (from several sources) merge in order."""
+def store_papers(session: Session, records: list[PaperRecord], now: datetime | None = None,
+                 edition_of: Callable[[PaperRecord], date] | None = None) -> IngestCounts:
+    """Upsert records; the caller commits. Records for one id (from several sources) merge in order.
+    `edition_of`: the edition of a new paper that did not come from a fetch (a lookup by id), in
+    place of today's."""
     now = now or datetime.now(timezone.utc)
     edition = now.astimezone(timezone.utc).date()
     counts = IngestCounts()
@@ -100,7 +103,7 @@ def store_papers(session: Session, records: list[PaperRecord], now: datetime | N
     for record in records:
         paper = existing.get(record.id)
         if paper is None:
-            paper = existing[record.id] = new_paper(record, edition)
+            paper = existing[record.id] = new_paper(record, edition_of(record) if edition_of else edition)
             session.add(paper)
             created.add(record.id)
             counts.new_ids.append(record.id)

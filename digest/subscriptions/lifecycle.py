@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timezone
 
+from sqlalchemy import delete as sql_delete
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -27,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from digest.config import Settings
 from digest.db import session_scope
-from digest.models import Delivery, Frequency, Subscriber, SubscriberStatus, Suppression, Topic
+from digest.models import Delivery, Feedback, Frequency, Subscriber, SubscriberStatus, Suppression, Topic
 from digest.schedule import next_due_at
 from digest.tokens import rotate_tokens
 from digest.subscriptions.confirmation import (
@@ -40,6 +41,7 @@ from digest.subscriptions.confirmation import (
     release_slot,
     send_mail,
 )
+from digest.subscriptions.feedback import export_marks
 from digest.subscriptions.validation import (
     MAX_PAPERS_LIMIT,
     WEEKDAYS,
@@ -353,6 +355,8 @@ def export(session: Session, subscriber: Subscriber) -> dict:
         "timezone": subscriber.timezone,
         "max_papers": subscriber.max_papers,
         "notify_empty": subscriber.notify_empty,
+        "learn_from_feedback": subscriber.learn_from_feedback,
+        "suggest_beyond_topics": subscriber.suggest_beyond_topics,
         "created_at": _iso(subscriber.created_at),
         "confirmed_at": _iso(subscriber.confirmed_at),
         "unsubscribed_at": _iso(subscriber.unsubscribed_at),
@@ -368,11 +372,17 @@ def export(session: Session, subscriber: Subscriber) -> dict:
             }
             for d in deliveries
         ],
+        # Each "More like this" / "Less like this" the reader gave, and each paper they said they like.
+        "feedback": export_marks(session, subscriber),
     }
 
 
 def delete(session: Session, subscriber: Subscriber) -> None:
-    """Remove the subscriber, topics and suppression for good; deliveries stay as anonymous counts."""
+    """Remove the subscriber, topics, marks and suppression for good; deliveries stay as anonymous
+    counts. The marks go with the row by the foreign key's cascade too; deleted here as well, so
+    that a database opened without SQLite's foreign_keys pragma keeps no reader's marks either."""
+    session.execute(sql_delete(Feedback).where(Feedback.subscriber_id == subscriber.id)
+                    .execution_options(synchronize_session=False))
     session.execute(
         update(Delivery)
         .where(Delivery.subscriber_id == subscriber.id)

@@ -65,7 +65,7 @@ class OwnHost(TrustedHostMiddleware):
 class RedactTokens(logging.Filter):
     """Access logs must not hold working links: whoever reads the log could unsubscribe people."""
 
-    PATTERN = re.compile(r"/(confirm|settings|unsubscribe|digest/\d{4}-\d{2}-\d{2})/[^\s/?\"]+")
+    PATTERN = re.compile(r"/(confirm|settings|unsubscribe|feedback|digest/\d{4}-\d{2}-\d{2})/[^\s/?\"]+")
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):

@@ -13,12 +13,13 @@ from sqlalchemy.orm import Session
 from digest.config import Settings
 from digest.db import session_scope
 from digest.models import Subscriber
-from digest.tokens import InvalidToken, TokenClaims, subscriber_for, verify_token
+from digest.tokens import FeedbackClaims, InvalidToken, TokenClaims, read_feedback_token, subscriber_for, verify_token
 
 
-def unit_of_work(request: Request):
-    """One transaction for the request's work: committed when the block ends without an error."""
-    return session_scope(request.app.state.sessions)
+def unit_of_work(request: Request, read_only: bool = False):
+    """One transaction for the request's work: committed when the block ends without an error.
+    `read_only`: a unit that only reads (it never takes SQLite's write lock)."""
+    return session_scope(request.app.state.sessions, read_only=read_only)
 
 
 def settings_of(request: Request) -> Settings:
@@ -48,11 +49,11 @@ class Link:
     as_json: bool = False
 
     @contextmanager
-    def open(self, request: Request) -> Iterator[tuple[Session, Subscriber]]:
+    def open(self, request: Request, read_only: bool = False) -> Iterator[tuple[Session, Subscriber]]:
         """The request's unit of work and the subscriber the link was signed for. A link whose
         subscriber is gone (or whose links were renewed) is refused once the unit of work has
         ended untouched: a refusal is not an error that undoes anything."""
-        with unit_of_work(request) as session:
+        with unit_of_work(request, read_only) as session:
             try:
                 subscriber = subscriber_for(session, self.claims)
             except InvalidToken as exc:
@@ -71,5 +72,41 @@ def link_to(purpose: str, as_json: bool = False):
             return Link(token, verify_token(token, purpose, settings_of(request)), as_json)
         except InvalidToken as exc:
             raise LinkRefused(exc, as_json) from None
+
+    return Depends(read)
+
+
+MAX_FEEDBACK_TOKEN = 400  # an id, an action, a paper id and a signature: about 70 characters
+
+
+@dataclass(frozen=True)
+class FeedbackLink:
+    """A "More like this" / "Less like this" link of an email. Its signature binds the row's link
+    secret, so it is checked with the row: in `open`, like a Link's subscriber."""
+
+    token: str
+
+    @contextmanager
+    def open(self, request: Request, read_only: bool = False) -> Iterator[tuple[Session, Subscriber, FeedbackClaims]]:
+        """The unit of work, the reader and what the link says; refused (LinkRefused, nothing
+        changed) when tampered, foreign, or for a row deleted or whose links were renewed."""
+        with unit_of_work(request, read_only) as session:
+            try:
+                subscriber, claims = read_feedback_token(session, self.token, settings_of(request))
+            except InvalidToken as exc:
+                refused = exc
+            else:
+                yield session, subscriber, claims
+                return
+        raise LinkRefused(refused, False)
+
+
+def feedback_link():
+    """The dependency of a route whose path carries a feedback `{token}`."""
+
+    def read(token: str) -> FeedbackLink:
+        if len(token) > MAX_FEEDBACK_TOKEN:
+            raise LinkRefused(InvalidToken("this link is not valid"), False)
+        return FeedbackLink(token)
 
     return Depends(read)

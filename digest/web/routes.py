@@ -22,7 +22,7 @@ from digest.models import SubscriberStatus
 from digest.tokens import make_token
 from digest.web.capacity import Busy
 from digest.web.csrf import COOKIE, FIELD
-from digest.web.deps import Link, link_to, pages_of, settings_of, unit_of_work
+from digest.web.deps import FeedbackLink, Link, feedback_link, link_to, pages_of, settings_of, unit_of_work
 
 router = APIRouter()
 
@@ -143,7 +143,8 @@ async def confirm(request: Request, link: Link = link_to("confirm")):
 # ---------------------------------------------------------------- settings
 
 
-def _settings_page(request, session, subscriber, token, values=None, errors=None, status=200, notice=""):
+def _settings_page(request, session, subscriber, token, values=None, errors=None, status=200, notice="",
+                   liked_errors=()):
     topics_text = "\n".join(t.query for t in subscriber.topics)
     preview = None
     try:
@@ -158,7 +159,11 @@ def _settings_page(request, session, subscriber, token, values=None, errors=None
                 "topics": topics_text, "frequency": subscriber.frequency.value, "weekday": subscriber.weekday,
                 "hour": subscriber.delivery_hour, "timezone": subscriber.timezone,
                 "max_papers": subscriber.max_papers, "notify_empty": subscriber.notify_empty,
+                "learn_from_feedback": subscriber.learn_from_feedback,
+                "suggest_beyond_topics": subscriber.suggest_beyond_topics, "liked": "",
             },
+            "marks": subs.marks(session, subscriber), "liked_errors": list(liked_errors),
+            "max_liked_lines": subs.MAX_LIKED_LINES,
             "weekdays": subs.WEEKDAYS, "max_papers_limit": subs.MAX_PAPERS_LIMIT,
             "unsubscribe_token": make_token(subscriber, "unsubscribe", settings_of(request)),
             **(errors or {"errors": {}, "topic_errors": []}),
@@ -191,7 +196,7 @@ async def _matching(request: Request, work, as_json: bool):
 @router.get("/settings/{token}", response_class=HTMLResponse)
 async def settings_page(request: Request, link: Link = link_to("settings")):
     notice = {"confirmed": "Your subscription is confirmed. Your first digest comes at your delivery hour.",
-              "saved": "Your settings are saved."}
+              "saved": "Your settings are saved.", "removed": "That mark is removed."}
     key = next((k for k in notice if k in request.query_params), None)
     if await _over_preview_limit(request, link):
         return pages_of(request).error(request, 429, "Too many requests", TOO_MANY_PREVIEWS, headers={"Retry-After": "60"})
@@ -210,15 +215,54 @@ async def save_settings(request: Request, link: Link = link_to("settings")):
         return _csrf_error(request)
     values = {k: str(form.get(k, "")) for k in ("topics", "frequency", "weekday", "hour", "timezone", "max_papers")}
     values["notify_empty"] = form.get("notify_empty") == "on"
+    choices = {k: form.get(k) == "on" for k in ("learn_from_feedback", "suggest_beyond_topics")}
+    liked = subs.read_liked_lines(str(form.get("liked", "")))
+
+    def work():
+        with link.open(request, read_only=True):
+            pass  # the link's row is checked before arXiv is asked anything on its behalf
+        # Papers the store lacks are looked up on arXiv now, with no transaction open.
+        lookup = subs.look_up_liked(request.app.state.sessions, liked, settings_of(request))
+        with link.open(request) as (session, subscriber):
+            try:
+                subs.check_single_line_fields(form.multi_items(), frozenset({"topics", "liked"}))
+                subs.update_settings(session, subscriber, subs.SettingsForm(**values))
+            except subs.InvalidInput as exc:  # validated before any write: nothing to undo
+                shown = {**values, **choices, "liked": str(form.get("liked", ""))}
+                return _settings_page(request, session, subscriber, link.token, shown, _form_errors(exc), 422)
+            subs.save_choices(session, subscriber, learn=choices["learn_from_feedback"],
+                              suggest=choices["suggest_beyond_topics"])
+            try:
+                outcome = subs.like_papers(session, subscriber, liked, lookup)
+            except subs.NotSubscribed:
+                outcome = subs.LikedOutcome(errors=[subs.LineError(n, t, "you are unsubscribed: subscribe again "
+                                                                   "on the home page to add papers you like")
+                                                    for n, t, _ in liked.ids] + liked.errors)
+            if outcome.errors:
+                # Everything else is saved; the lines that were not stay in the box, each with its error.
+                kept = "\n".join(error.text for error in outcome.errors)
+                saved = len(outcome.saved)
+                notice = (f"Your settings are saved, with {saved} paper{'' if saved == 1 else 's'} you like. "
+                          "The lines below were not: fix them and save again.")
+                shown = {**values, **choices, "liked": kept}
+                return _settings_page(request, session, subscriber, link.token, shown, None, 422, notice,
+                                      liked_errors=outcome.errors)
+        return RedirectResponse(f"/settings/{link.token}?saved=1", status_code=303)
+
+    return await run_in_threadpool(work)
+
+
+@router.post("/settings/{token}/feedback/remove")
+async def remove_mark(request: Request, link: Link = link_to("settings")):
+    form = await request.form()
+    if not _csrf_ok(request, form):
+        return _csrf_error(request)
+    paper_id = str(form.get("paper_id", ""))
 
     def work():
         with link.open(request) as (session, subscriber):
-            try:
-                subs.check_single_line_fields(form.multi_items())
-                subs.update_settings(session, subscriber, subs.SettingsForm(**values))
-            except subs.InvalidInput as exc:  # validated before any write: nothing to undo
-                return _settings_page(request, session, subscriber, link.token, values, _form_errors(exc), 422)
-        return RedirectResponse(f"/settings/{link.token}?saved=1", status_code=303)
+            subs.remove(session, subscriber, paper_id)  # already gone: nothing to do, same answer
+        return RedirectResponse(f"/settings/{link.token}?removed=1", status_code=303)
 
     return await run_in_threadpool(work)
 
@@ -275,6 +319,77 @@ async def delete(request: Request, link: Link = link_to("settings")):
         return pages_of(request).render(request, "deleted.html")
 
     return await run_in_threadpool(work)
+
+
+# ---------------------------------------------------------------- feedback from the email
+# A GET shows the paper and one button and records nothing (mail scanners fetch every link);
+# the POST records, idempotently; the confirmation page offers Undo (a POST too).
+
+FEEDBACK_REFUSED_UNSUBSCRIBED = (
+    "Nothing was recorded: this address is unsubscribed, so there is no digest for this choice to change. "
+    "To receive the digest again, subscribe on the home page; your marks will count from then on."
+)
+FEEDBACK_PAPER_GONE = "Nothing was recorded: this paper is no longer in our store."
+
+
+async def _over_feedback_limit(request: Request) -> bool:
+    client = request.client.host if request.client else "unknown"
+    return not await run_in_threadpool(request.app.state.limiter.allow, client, "feedback",
+                                       settings_of(request).feedback_rate_limit, 60)
+
+
+def _feedback_answer(request: Request, link: FeedbackLink, act=None, state: str = "ask", read_only: bool = False):
+    """The feedback page of `state` ("ask", "recorded", "undone") after `act(session, subscriber,
+    claims)`, or the page that says why nothing was recorded."""
+    with link.open(request, read_only) as (session, subscriber, claims):
+        try:
+            subs.check_subscribed(subscriber)
+            paper = subs.paper_of(session, claims.paper_id)
+            if act is not None:
+                act(session, subscriber, claims)
+        except subs.NotSubscribed:
+            return pages_of(request).error(request, 409, "You are unsubscribed", FEEDBACK_REFUSED_UNSUBSCRIBED)
+        except subs.PaperGone:
+            return pages_of(request).error(request, 404, "This paper is no longer here", FEEDBACK_PAPER_GONE)
+        return pages_of(request).render(
+            request, "feedback.html",
+            {"paper": paper, "action": claims.action, "state": state, "token": link.token,
+             "mark": subs.mark_of(session, subscriber, claims.paper_id),
+             "learning": subscriber.learn_from_feedback,
+             "settings_url": settings_url(subscriber, settings_of(request))},
+        )
+
+
+@router.get("/feedback/{token}", response_class=HTMLResponse)
+async def feedback_page(request: Request, link: FeedbackLink = feedback_link()):
+    return await run_in_threadpool(_feedback_answer, request, link, None, "ask", True)
+
+
+async def _feedback_post(request: Request, link: FeedbackLink, act, state: str):
+    if await _over_feedback_limit(request):
+        return pages_of(request).error(request, 429, "Too many requests",
+                                       "Too many choices in a minute from this address: try again in a minute.",
+                                       headers={"Retry-After": "60"})
+    form = await request.form()
+    if not _csrf_ok(request, form):
+        return _csrf_error(request)
+    return await run_in_threadpool(_feedback_answer, request, link, act, state)
+
+
+@router.post("/feedback/{token}")
+async def give_feedback(request: Request, link: FeedbackLink = feedback_link()):
+    def act(session, subscriber, claims):
+        subs.record(session, subscriber, claims.paper_id, claims.action == "more", source="email")
+
+    return await _feedback_post(request, link, act, "recorded")
+
+
+@router.post("/feedback/{token}/undo")
+async def undo_feedback(request: Request, link: FeedbackLink = feedback_link()):
+    def act(session, subscriber, claims):
+        subs.undo(session, subscriber, claims.paper_id)
+
+    return await _feedback_post(request, link, act, "undone")
 
 
 # ---------------------------------------------------------------- unsubscribe

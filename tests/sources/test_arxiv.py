@@ -106,3 +106,67 @@ def test_text_and_terms_of_an_entry_are_cleaned():
     feed = arxiv_feed([{"id": "2611.00001", "title": "A\x85 title\x9f", "categories": ["cs.LG\x80"], "authors": ["Bo\x9f Li"]}])
     [paper] = arxiv(lambda r: httpx.Response(200, content=feed)).fetch(DAY).papers
     assert (paper.title, paper.categories, paper.authors) == ("A title", ["cs.LG"], ["Bo Li"])
+
+
+# ---------------------------------------------------------------- lookups by id
+
+
+def lookup(handler, sleeps=None) -> ArxivSource:
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    sleeps = sleeps if sleeps is not None else []
+    return ArxivSource(client, "http://arxiv.test", (), sleep=sleeps.append)
+
+
+def test_ids_are_looked_up_in_one_request_with_id_list():
+    requests = []
+    result = lookup(lambda r: (requests.append(r), httpx.Response(200, content=FEED))[1]).fetch_ids(
+        ["2611.01234", "2611.05678", "2611.01234"])
+    assert [p.id for p in result.papers] == ["2611.01234", "2611.05678"]
+    assert result.papers[0].title == "Scaling Laws for Multi-Modal Pre-Training: A Study"
+    [request] = requests
+    assert request.url.path == "/api/query"
+    assert dict(request.url.params) == {"id_list": "2611.01234,2611.05678", "start": "0", "max_results": "2"}
+
+
+def test_papers_nobody_asked_for_are_not_kept():
+    result = lookup(lambda r: httpx.Response(200, content=FEED)).fetch_ids(["2611.05678"])
+    assert [p.id for p in result.papers] == ["2611.05678"]
+
+
+def test_many_ids_go_in_batches_three_seconds_apart():
+    from digest.sources.arxiv import ID_BATCH
+
+    asked, sleeps = [], []
+    ids = [f"2611.{n:05d}" for n in range(ID_BATCH + 3)]
+    records = [{"id": i, "title": f"Paper {i}"} for i in ids]
+
+    def answer(request):
+        wanted = request.url.params["id_list"].split(",")
+        asked.append(wanted)
+        return httpx.Response(200, content=arxiv_feed([r for r in records if r["id"] in wanted]))
+
+    result = lookup(answer, sleeps).fetch_ids(ids)
+    assert [len(batch) for batch in asked] == [ID_BATCH, 3]
+    assert [p.id for p in result.papers] == ids
+    assert len(sleeps) == 1 and 2.9 < sleeps[0] <= 3.0
+
+
+def test_a_lookup_uses_the_fetchs_retries_and_limits():
+    from digest.config import load_settings
+    from digest.sources.arxiv import lookup_source
+
+    settings = load_settings(arxiv_api_url="http://arxiv.test", http_attempts=2, http_backoff=1.0,
+                             http_max_bytes=1000, secret_key="x" * 40)
+    source = lookup_source(httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(200, content=FEED))),
+                           settings)
+    assert (source.fetcher.attempts, source.fetcher.backoff, source.fetcher.min_interval) == (2, 3.0, 3.0)
+    with pytest.raises(SourceError, match="DIGEST_HTTP_MAX_BYTES"):
+        source.fetch_ids(["2611.01234"])
+
+
+def test_an_error_feed_for_a_lookup_is_an_error():
+    error_feed = b"""<?xml version="1.0" encoding="UTF-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom"><entry><id>http://arxiv.org/api/errors#incorrect_id_format_for_1234</id>
+<title>Error</title><summary>incorrect id format for 1234</summary></entry></feed>"""
+    with pytest.raises(SourceError, match="refused the query"):
+        lookup(lambda r: httpx.Response(200, content=error_feed)).fetch_ids(["1234"])
