@@ -32,3 +32,12 @@ def feedback_url(subscriber: Subscriber, paper_id: str, action: str, settings: S
     """A card's "More like this" (`action` "more") or "Less like this" ("less") link. Its GET
     shows a page with one button; only that button's POST records the choice."""
     return f"{settings.base_url}/feedback/{feedback_token(subscriber, paper_id, action, settings)}"
+
+
+def feedback_links(subscriber: Subscriber, settings: Settings):
+    """`DigestLinks.feedback` for one reader: (paper id, action) -> `feedback_url` of that card."""
+
+    def link(paper_id: str, action: str) -> str:
+        return feedback_url(subscriber, paper_id, action, settings)
+
+    return link
