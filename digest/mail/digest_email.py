@@ -36,7 +36,7 @@ from digest.mail.text import (
     window_spans,
     wrap,
 )
-from digest.mail.transfer_encoding import quoted_printable
+from digest.mail.transfer_encoding import quoted_printable, soft_broken
 from digest.matching.results import Match
 from digest.models import Paper
 
@@ -48,7 +48,8 @@ CARD_CACHE_SIZE = 20_000
 _CARDS_SLOT = "\x00"  # stands for the cards while the text around them is encoded
 # A feedback link with only characters that need no escaping in an attribute (no & < > " '), no
 # spaces or controls: such a link goes in as it is (the usual case: base URL and base64url token).
-_PLAIN_LINK = re.compile(r"https?://[A-Za-z0-9._~:/?#\[\]@!$()*+,;=%-]+")
+_PLAIN = r"https?://[A-Za-z0-9._~:/?#\[\]@!$()*+,;=%-]+"
+_PLAIN_LINKS = re.compile(f"{_PLAIN} {_PLAIN}")  # both of a card's links at once
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,14 @@ class EditionRenderer:
         self._mark_open, self._mark_close = mark.literals[0].replace("<mark ", "<mark\n", 1), mark.literals[-1]
         parts = self._digest_html.parts
         self._topic_badge, self._votes_badge, self._like = parts["topic_badge"], parts["votes_badge"], parts["like"]
-        self._feedback_html, self._feedback_text = parts["feedback"], self._digest_text.parts["feedback"]
+        # The two links are joined into their literals directly (twice per card, per reader).
+        self._feedback_html = self._feedback_literals(parts["feedback"])
+        self._feedback_text = self._feedback_literals(self._digest_text.parts["feedback"])
+        # Its text is two lines, "<label> <more_url>" and "<label> <less_url>": with plain links
+        # their quoted-printable form is just the lines soft-broken (no encoder pass per card).
+        t0, t1, t2 = self._feedback_text
+        plain = all(x.isascii() and x.isprintable() and "=" not in x for x in (t0, t1[1:]))
+        self._feedback_lines = (t0, t1[1:]) if plain and t1[:1] == "\n" and t2 == "\n" else None
         self._papers: dict[tuple, _PreparedPaper] = {}
         self._text_excerpts: dict[tuple[str, int, int], str] = {}
         # Subscribers who share the topics that matched a paper get the same card: keep it, with
@@ -220,7 +228,7 @@ class EditionRenderer:
         return ((before == "" or before.endswith("\n")) and card.literals[-1].endswith("\n") and rank_on_first_line
                 and feedback.literals[-1].endswith("\n"))
 
-    def _encoded_card(self, card: Fragment, rank: str, feedback: str, text: str) -> str:
+    def _encoded_card(self, card: Fragment, rank: str, feedback: str, feedback_qp: str | None, text: str) -> str:
         """A card's text as quoted-printable: its first line (the rank) and its feedback links
         (the reader's own) encoded here, the lines between and after them once per card. Line by
         line encoding makes the joined pieces equal the whole when each piece is whole lines,
@@ -233,8 +241,9 @@ class EditionRenderer:
         if not pieces:
             return quoted_printable(text)
         first_rest, shared, tail = pieces
-        encoded_feedback = quoted_printable(feedback, remember=False) if feedback else ""
-        return quoted_printable(card.literals[0] + rank + first_rest) + shared + encoded_feedback + tail
+        if feedback_qp is None:
+            feedback_qp = quoted_printable(feedback, remember=False) if feedback else ""
+        return quoted_printable(card.literals[0] + rank + first_rest) + shared + feedback_qp + tail
 
     @staticmethod
     def _card_pieces(card: Fragment) -> tuple[str, str, str] | tuple[()]:
@@ -249,18 +258,29 @@ class EditionRenderer:
         shared = middle[cut:]
         return (middle[:cut], quoted_printable(shared) if shared else "", quoted_printable(tail) if tail else "")
 
-    def _feedback_links(self, feedback: FeedbackLinks | None, paper_id: str) -> tuple[str, str]:
-        """The reader's "More like this" and "Less like this" for one card: (HTML, text)."""
+    @staticmethod
+    def _feedback_literals(part: Fragment) -> tuple[str, str, str]:
+        if part.names != ("more_url", "less_url"):
+            raise ValueError(f"the feedback part must hold more_url, then less_url; it holds {part.names}")
+        return part.literals  # type: ignore[return-value]
+
+    def _feedback_links(self, feedback: FeedbackLinks | None, paper_id: str) -> tuple[str, str, str | None]:
+        """The reader's "More like this" and "Less like this" for one card: HTML, text, and the
+        text as quoted-printable when that is cheap to know (None: encode the text)."""
         if feedback is None:
-            return "", ""
+            return "", "", ""
         more, less = feedback(paper_id, "more"), feedback(paper_id, "less")
-        if _PLAIN_LINK.fullmatch(more) and _PLAIN_LINK.fullmatch(less):
+        encoded = None
+        if _PLAIN_LINKS.fullmatch(f"{more} {less}"):
             html_more, html_less = more, less  # nothing in them that HTML would escape
+            if self._feedback_lines and "=" not in more and "=" not in less:
+                first, second = self._feedback_lines
+                encoded = f"{soft_broken(first + more)}\r\n{soft_broken(second + less)}\r\n"
         else:
             more, less = required_url("feedback url", more), required_url("feedback url", less)
             html_more, html_less = escape_html(more), escape_html(less)
-        return (self._feedback_html.fill({"more_url": html_more, "less_url": html_less}),
-                self._feedback_text.fill({"more_url": more, "less_url": less}))
+        (h0, h1, h2), (t0, t1, t2) = self._feedback_html, self._feedback_text
+        return h0 + html_more + h1 + html_less + h2, t0 + more + t1 + less + t2, encoded
 
     def _cards(self, matches: Sequence[Match], feedback: FeedbackLinks | None) -> tuple[list[str], list[str], list[tuple]]:
         """Per card: the HTML and the text with its rank and feedback links, and what encoding the
@@ -269,10 +289,10 @@ class EditionRenderer:
         for rank, match in enumerate(matches, 1):
             html_card, text_card = self._card(match)
             number = str(rank)
-            feedback_html, feedback_text = self._feedback_links(feedback, match.paper.id)
+            feedback_html, feedback_text, feedback_qp = self._feedback_links(feedback, match.paper.id)
             html_cards.append(html_card.fill({"rank": number, "feedback": feedback_html}))
             text_cards.append(text_card.fill({"rank": number, "feedback": feedback_text}))
-            text_pieces.append((text_card, number, feedback_text))
+            text_pieces.append((text_card, number, feedback_text, feedback_qp))
         return html_cards, text_cards, text_pieces
 
     def render_digest(
@@ -341,8 +361,8 @@ class EditionRenderer:
         if not slot or _CARDS_SLOT in tail:
             raise ValueError("the digest's text lost its cards")  # a value slipped a NUL past one_line
         encoded = [quoted_printable(head)] if head else []
-        encoded.extend(self._encoded_card(card, rank, feedback, whole)
-                       for (card, rank, feedback), whole in zip(text_pieces, text_cards))
+        encoded.extend(self._encoded_card(card, rank, feedback, feedback_qp, whole)
+                       for (card, rank, feedback, feedback_qp), whole in zip(text_pieces, text_cards))
         if tail:
             encoded.append(quoted_printable(tail))
         return RenderedEmail(subject=subject, html=html, text=head + "".join(text_cards) + tail,

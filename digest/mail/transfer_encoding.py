@@ -9,6 +9,21 @@ _encoded_lines: dict[str, str] = {}
 CACHE_LINES = 50_000
 
 
+def soft_broken(line: str) -> str:
+    """A plain line (printable ASCII without "=", not ending in a space, not a lone ".") as
+    quoted-printable: itself, cut by soft breaks ("=") into pieces of 75 characters, the last up to
+    76. That is what binascii writes for it (a property test holds the two equal), without its
+    encode/decode round trip. URLs are such lines."""
+    if len(line) <= 76:
+        return line
+    pieces = []
+    while len(line) > 76:
+        pieces.append(line[:75])
+        line = line[75:]
+    pieces.append(line)
+    return "=\r\n".join(pieces)
+
+
 def quoted_printable(text: str, *, remember: bool = True) -> str:
     """`text` as a quoted-printable body with CRLF line ends, line by line: the lines of a digest
     repeat across subscribers (cards, footer), so each distinct line is encoded once (bounded
@@ -18,13 +33,7 @@ def quoted_printable(text: str, *, remember: bool = True) -> str:
     out = []
     for line in text.splitlines():
         if line.isascii() and line.isprintable() and "=" not in line and line[-1:] != " " and line != ".":
-            # Such a line is its own quoted-printable form, cut by soft breaks ("=") into pieces
-            # of 75 characters, the last up to 76: what binascii writes for it (a property test
-            # holds the two equal), without its encode/decode round trip. URLs are such lines.
-            while len(line) > 76:
-                out.append(line[:75] + "=")
-                line = line[75:]
-            out.append(line)
+            out.append(soft_broken(line) if len(line) > 76 else line)
             continue
         encoded = _encoded_lines.get(line) if remember else None
         if encoded is None:
