@@ -33,8 +33,8 @@ def subscribe_command(email: str, topics: str, confirmed: bool, zone: str | None
 @click.option("--confirmed", is_flag=True, help="Skip double opt-in for every row.")
 @click.option("--encoding", help="The file's encoding (default: detected; UTF-8, else Windows-1252/Latin-1).")
 def import_command(path: str, confirmed: bool, encoding: str | None) -> None:
-    """Import subscribers from a CSV file: email, topics (separated by ;; empty: trending papers), optional
-    timezone, hour."""
+    """Import subscribers from a CSV file: email, topics (separated by ;, may be empty: trending papers),
+    optional timezone, hour."""
     settings, factory = sessions()
     report = import_csv(factory, path, settings, confirmed=confirmed, encoding=encoding)
     for note in report.notes:

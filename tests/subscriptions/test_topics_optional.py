@@ -41,10 +41,10 @@ def outbox(tmp_path):
     return OutboxTransport(tmp_path / "sent")
 
 
-def test_import_takes_an_empty_topics_cell_or_none_and_says_trending_in_the_confirmation(
+def test_import_takes_an_empty_topics_cell_and_says_trending_in_the_confirmation(
         session, session_factory, settings, outbox, tmp_path):
     source = tmp_path / "people.csv"
-    source.write_text("email,topics,timezone,hour\nana@example.org,,Europe/Paris,6\nbo@example.org\n"
+    source.write_text("email,topics,timezone,hour\nana@example.org,,Europe/Paris,6\nbo@example.org,\n"
                       "cy@example.org,agents\n")
     report = import_csv(session_factory, source, settings, transport=outbox)
     assert report.errors == [] and report.added == 3 and report.confirmations == 3
@@ -62,8 +62,10 @@ def test_import_takes_an_empty_topics_cell_or_none_and_says_trending_in_the_conf
     assert "a digest of new papers on these topics:\n\n  - agents\n" in body(messages["cy@example.org"], "plain")
 
 
-def test_an_import_line_with_too_many_cells_is_still_refused(session_factory, settings, outbox, tmp_path):
+def test_an_import_line_without_its_topics_cell_or_with_too_many_cells_is_still_refused(
+        session_factory, settings, outbox, tmp_path):
     source = tmp_path / "people.csv"
-    source.write_text("ana@example.org,agents,UTC,6,extra\n")
+    source.write_text("ana@example.org,agents,UTC,6,extra\nbo@example.org\n")
     report = import_csv(session_factory, source, settings, transport=outbox)
-    assert report.errors == [(1, "expected email, then optionally topics, timezone and hour")]
+    message = "expected email, topics (may be empty) and optionally timezone and hour"
+    assert report.errors == [(1, message), (2, message)] and report.added == 0
