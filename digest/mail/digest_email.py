@@ -111,14 +111,16 @@ class EditionRenderer:
         # Subscribers who share the topics that matched a paper get the same card: keep it, with
         # only the rank left to fill. Bounded: cleared when full, it only saves work.
         self._cards_cache: dict[tuple, tuple[Fragment, Fragment]] = {}
-        # A card's text, quoted-printable but for its first line (the only one with the rank): the
-        # same card recurs across subscribers at any rank. Encoding piecewise equals encoding the
-        # whole only when cards start and end on line boundaries and the rank sits on the first
-        # line, which the text template is checked for here.
-        self._encoded_rests: dict[Fragment, str] = {}
+        # A card's text, quoted-printable but for its first line (the only one with the rank) and
+        # its feedback lines (the reader's own): the same card recurs across subscribers at any
+        # rank. Encoding piecewise equals encoding the whole only when cards start and end on line
+        # boundaries, the rank sits on the first line and the feedback links on whole lines of
+        # their own, which the text template is checked for here (and each bound card in
+        # _card_pieces).
+        self._encoded_rests: dict[Fragment, tuple[str, str, str] | tuple[()]] = {}
         self._encode_piecewise = self._cards_on_whole_lines(self._digest_text)
 
-    # Cards are the same for every subscriber but for rank, highlights and matched topics.
+    # Cards are the same for every subscriber but for rank, highlights, reason and feedback links.
     def _prepare(self, paper: Paper) -> _PreparedPaper:
         # updated_at: a renderer kept for the web page must not show a paper as it was hours ago
         key = (paper.id, paper.updated_at)
