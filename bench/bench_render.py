@@ -1,14 +1,16 @@
 """Complete digest messages per second on one core: subject, text, inlined HTML, MIME bytes.
 
-    python bench/bench_render.py [--messages 20000] [--cold]
+    python bench/bench_render.py [--messages 20000] [--cold] [--no-feedback]
 
 The bundled sample (98 papers) is one edition; every message goes to a different subscriber with
 1-3 topics drawn from a pool of 16, ranked by the real matcher (not timed: matching has its own
 benchmark), cut to ten papers each. Subscribers whose matched topics for a paper coincide share
 that card (as on a real morning); --cold forgets every shared card and encoded line before each
 message, the worst case where no two subscribers have anything in common. Timed per
-message: EditionRenderer.render_digest and message_bytes (as delivery builds it). The per-edition set-up (templates,
-premailer, paper cards) is timed once and reported apart.
+message: EditionRenderer.render_digest and message_bytes (as delivery builds it), including each card's two
+feedback links ("More like this", "Less like this"), signed per reader, paper and action by the real
+`feedback_url` (as delivery makes them; --no-feedback leaves them out, to see what they cost). The per-edition
+set-up (templates, premailer, paper cards) is timed once and reported apart.
 
 "Per core" is measured in CPU time of this thread (time.thread_time_ns), so that other processes
 sharing the machine do not count against us; the wall-clock rate is printed beside it. The run is
@@ -22,6 +24,7 @@ import random
 import statistics
 import sys
 import time
+from types import SimpleNamespace
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -30,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from digest.config import load_settings  # noqa: E402
 from digest.matching import EditionIndex, match_subscribers  # noqa: E402
 from digest.mail import transfer_encoding  # noqa: E402
-from digest.mail import make_message_id, message_bytes  # noqa: E402
+from digest.mail import feedback_links, make_message_id, message_bytes  # noqa: E402
 from digest.models import Paper  # noqa: E402
 from digest.mail import DigestLinks, EditionRenderer  # noqa: E402
 from tests.factories import sample_records  # noqa: E402
@@ -67,6 +70,7 @@ def main() -> None:
         "--cold", action="store_true",
         help="forget shared cards and encoded text lines before every message (no two subscribers alike)",
     )
+    parser.add_argument("--no-feedback", action="store_true", help="cards without their two feedback links")
     args = parser.parse_args()
 
     settings = load_settings(base_url="https://digest.example.org", sender="Daily Papers <digest@example.org>",
@@ -79,6 +83,8 @@ def main() -> None:
     jobs = [(i, topics[i], ranked[i]) for i in topics if len(ranked.get(i, ())) >= args.cards][: args.messages]
     if len(jobs) < args.messages:
         raise SystemExit(f"only {len(jobs)} subscribers with {args.cards} matches; ask for fewer messages")
+
+    readers = {sid: SimpleNamespace(id=sid, link_secret=f"secret-{sid:08d}-bench-render") for sid, _, _ in jobs}
 
     started = time.perf_counter()
     renderer = EditionRenderer(settings, EDITION)
@@ -103,6 +109,7 @@ def main() -> None:
                 unsubscribe_url=f"https://digest.example.org/unsubscribe/{token}",
                 view_url=f"https://digest.example.org/digest/{EDITION}/{token}",
                 more_url=f"https://digest.example.org/digest/{EDITION}/{token}",
+                feedback=None if args.no_feedback else feedback_links(readers[sid], settings),
             )
             if args.cold:
                 renderer._cards_cache.clear()
@@ -127,7 +134,8 @@ def main() -> None:
     print(f"edition set-up (templates, premailer, {len(edition_papers)} cards): {setup * 1000:.1f} ms, once")
     print(f"{len(jobs)} messages to {len(jobs)} different subscribers, {args.cards} papers each;"
           f" {args.rounds} rounds of {per_round}"
-          + ("; cold: nothing shared between messages" if args.cold else "; cards shared across subscribers"))
+          + ("; cold: nothing shared between messages" if args.cold else "; cards shared across subscribers")
+          + ("; no feedback links" if args.no_feedback else "; 2 signed feedback links per card"))
     print(f"inlined HTML: median {statistics.median(html_sizes) / 1024:.1f} KB, max {max(html_sizes) / 1024:.1f} KB;"
           f" message bytes: median {statistics.median(sizes) / 1024:.1f} KB")
     for label, (total_ns, render_ns, build_ns, wall) in (("best round", best), ("median round", median)):

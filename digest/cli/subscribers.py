@@ -14,7 +14,8 @@ from digest.subscriptions import add_subscriber, import_csv
 
 @main.command("subscribe")
 @click.argument("email")
-@click.option("--topics", required=True, help='Topics separated by semicolons, e.g. "pretraining; diffusion -video".')
+@click.option("--topics", default="", help='Topics separated by semicolons, e.g. "pretraining; diffusion -video".'
+              " Without any (or empty): the day's trending papers.")
 @click.option("--confirmed", is_flag=True, help="Skip double opt-in: the operator vouches for this address.")
 @click.option("--timezone", "zone", help="IANA time zone, e.g. Europe/Berlin (default UTC).")
 @click.option("--hour", type=int, help="Local delivery hour, 0-23 (default 7).")
@@ -23,7 +24,8 @@ def subscribe_command(email: str, topics: str, confirmed: bool, zone: str | None
     settings, factory = sessions()
     outcome = add_subscriber(factory, email, topics.split(";"), settings, timezone=zone, hour=hour, confirmed=confirmed)
     subscriber = outcome.subscriber
-    click.echo(f"{subscriber.email}: {subscriber.status.value}, {len(subscriber.topics)} topic(s); {outcome.note}")
+    what = f"{len(subscriber.topics)} topic(s)" if subscriber.topics else "no topics: the day's trending papers"
+    click.echo(f"{subscriber.email}: {subscriber.status.value}, {what}; {outcome.note}")
 
 
 @main.command("import")
@@ -31,7 +33,8 @@ def subscribe_command(email: str, topics: str, confirmed: bool, zone: str | None
 @click.option("--confirmed", is_flag=True, help="Skip double opt-in for every row.")
 @click.option("--encoding", help="The file's encoding (default: detected; UTF-8, else Windows-1252/Latin-1).")
 def import_command(path: str, confirmed: bool, encoding: str | None) -> None:
-    """Import subscribers from a CSV file: email, topics (separated by ;), optional timezone, hour."""
+    """Import subscribers from a CSV file: email, topics (separated by ;, may be empty: trending papers),
+    optional timezone, hour."""
     settings, factory = sessions()
     report = import_csv(factory, path, settings, confirmed=confirmed, encoding=encoding)
     for note in report.notes:

@@ -31,6 +31,7 @@ from digest.mail import (
     EditionRenderer,
     HeaderError,
     RenderedEmail,
+    feedback_links,
     make_message_id,
     message_bytes,
     settings_url,
@@ -159,6 +160,7 @@ class DigestComposer:
             unsubscribe_url=unsubscribe_url(subscriber, settings),
             view_url=view,
             more_url=view if total > len(shown) and not full else None,
+            feedback=feedback_links(subscriber, settings),  # each card's two links, signed for this reader
         )
         return DigestContext(job, shown, total, links)
 

@@ -12,7 +12,7 @@ from digest.mail.digest_email import (
     render_full_edition_html,
 )
 from digest.mail.emails import confirmation_message, render_email
-from digest.mail.links import confirm_url, feedback_url, settings_url, unsubscribe_url, view_url
+from digest.mail.links import confirm_url, feedback_links, feedback_url, settings_url, unsubscribe_url, view_url
 from digest.mail.message import (
     HeaderError,
     build_message,
@@ -22,7 +22,7 @@ from digest.mail.message import (
     to_bytes,
 )
 from digest.mail.preflight import check_outbox, check_sending
-from digest.mail.rendered import DigestLinks, RenderedEmail
+from digest.mail.rendered import DigestLinks, FeedbackLinks, RenderedEmail
 from digest.mail.transport import (
     DeliveryFailure,
     OutboxTransport,
@@ -42,6 +42,7 @@ __all__ = [
     "DeliveryFailure",
     "DigestLinks",
     "EditionRenderer",
+    "FeedbackLinks",
     "HeaderError",
     "OutboxTransport",
     "Pacer",
@@ -64,6 +65,7 @@ __all__ = [
     "open_transport",
     "render_email",
     "render_full_edition_html",
+    "feedback_links",
     "feedback_url",
     "settings_url",
     "to_bytes",

@@ -2,19 +2,23 @@
 that each subscriber costs a few string joins.
 
 Paper cards are filled with their paper's fields once per edition; per subscriber only the rank,
-the highlighted title and excerpt and the matched topics go in.
+the highlighted title and excerpt, the card's reason (the matched topics, the liked paper it is
+like, or its upvotes) and the reader's two signed feedback links go in. The links differ for every
+reader: they are a slot of their own after the card's shared lines, so the card itself (and its
+quoted-printable text) stays shared across readers.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from functools import lru_cache
 
 from digest.config import Settings
 from digest.mail.fragments import Fragment, Skeleton, skeleton
-from digest.mail.rendered import DigestLinks, RenderedEmail
+from digest.mail.rendered import DigestLinks, FeedbackLinks, RenderedEmail
 from digest.mail.text import (
     clean_spans,
     escape_html,
@@ -26,11 +30,13 @@ from digest.mail.text import (
     safe_url,
     short_authors,
     static_context,
+    subscription_phrase,
     topic_phrase,
+    upvotes_phrase,
     window_spans,
     wrap,
 )
-from digest.mail.transfer_encoding import quoted_printable
+from digest.mail.transfer_encoding import quoted_printable, soft_broken
 from digest.matching.results import Match
 from digest.models import Paper
 
@@ -40,6 +46,10 @@ MAX_CARDS = 25  # whatever a subscriber's limit, more cards than this go behind 
 LINK_SEPARATOR = " &#183; "
 CARD_CACHE_SIZE = 20_000
 _CARDS_SLOT = "\x00"  # stands for the cards while the text around them is encoded
+# A feedback link with only characters that need no escaping in an attribute (no & < > " '), no
+# spaces or controls: such a link goes in as it is (the usual case: base URL and base64url token).
+_PLAIN = r"https?://[A-Za-z0-9._~:/?#\[\]@!$()*+,;=%-]+"
+_PLAIN_LINKS = re.compile(f"{_PLAIN} {_PLAIN}")  # both of a card's links at once
 
 
 @dataclass(frozen=True)
@@ -47,8 +57,14 @@ class _PreparedPaper:
     title: str
     title_line: str
     abstract: str
-    html_card: Fragment  # left: rank, title, excerpt, topic_badge
-    text_card: Fragment  # left: rank, topics, excerpt
+    upvotes: int
+    html_card: Fragment  # left: rank, title, excerpt, like, topic_badge, votes_badge, feedback
+    text_card: Fragment  # left: rank, reason, excerpt, feedback
+
+
+def _is_trending(match: Match) -> bool:
+    """A pick by upvotes (a reader without topics): no topic matched it and it resembles nothing."""
+    return not match.topics and match.resembles is None
 
 
 def paper_links(paper: Paper) -> list[tuple[str, str]]:
@@ -81,20 +97,30 @@ class EditionRenderer:
         # so that the page can travel as 7bit (lines of at most 998 octets).
         self._mark_open, self._mark_close = mark.literals[0].replace("<mark ", "<mark\n", 1), mark.literals[-1]
         parts = self._digest_html.parts
-        self._topic_badge = parts["topic_badge"]
+        self._topic_badge, self._votes_badge, self._like = parts["topic_badge"], parts["votes_badge"], parts["like"]
+        # The two links are joined into their literals directly (twice per card, per reader).
+        self._feedback_html = self._feedback_literals(parts["feedback"])
+        self._feedback_text = self._feedback_literals(self._digest_text.parts["feedback"])
+        # Its text is two lines, "<label> <more_url>" and "<label> <less_url>": with plain links
+        # their quoted-printable form is just the lines soft-broken (no encoder pass per card).
+        t0, t1, t2 = self._feedback_text
+        plain = all(x.isascii() and x.isprintable() and "=" not in x for x in (t0, t1[1:]))
+        self._feedback_lines = (t0, t1[1:]) if plain and t1[:1] == "\n" and t2 == "\n" else None
         self._papers: dict[tuple, _PreparedPaper] = {}
         self._text_excerpts: dict[tuple[str, int, int], str] = {}
         # Subscribers who share the topics that matched a paper get the same card: keep it, with
         # only the rank left to fill. Bounded: cleared when full, it only saves work.
         self._cards_cache: dict[tuple, tuple[Fragment, Fragment]] = {}
-        # A card's text, quoted-printable but for its first line (the only one with the rank): the
-        # same card recurs across subscribers at any rank. Encoding piecewise equals encoding the
-        # whole only when cards start and end on line boundaries and the rank sits on the first
-        # line, which the text template is checked for here.
-        self._encoded_rests: dict[Fragment, str] = {}
+        # A card's text, quoted-printable but for its first line (the only one with the rank) and
+        # its feedback lines (the reader's own): the same card recurs across subscribers at any
+        # rank. Encoding piecewise equals encoding the whole only when cards start and end on line
+        # boundaries, the rank sits on the first line and the feedback links on whole lines of
+        # their own, which the text template is checked for here (and each bound card in
+        # _card_pieces).
+        self._encoded_rests: dict[Fragment, tuple[str, str, str] | tuple[()]] = {}
         self._encode_piecewise = self._cards_on_whole_lines(self._digest_text)
 
-    # Cards are the same for every subscriber but for rank, highlights and matched topics.
+    # Cards are the same for every subscriber but for rank, highlights, reason and feedback links.
     def _prepare(self, paper: Paper) -> _PreparedPaper:
         # updated_at: a renderer kept for the web page must not show a paper as it was hours ago
         key = (paper.id, paper.updated_at)
@@ -105,16 +131,11 @@ class EditionRenderer:
         links = paper_links(paper)
         abs_url = safe_url(paper.abs_url) or ""
         authors = short_authors(paper.authors or [])
-        upvotes = int(paper.upvotes or 0)
+        upvotes = max(int(paper.upvotes or 0), 0)
         html_card = html_parts["card"].bind(
             {
                 "abs_url": escape_html(abs_url),
                 "authors": escape_html(authors),
-                "votes_badge": html_parts["votes_badge"].fill(
-                    {"upvotes": f"{upvotes} upvote{'s' if upvotes != 1 else ''}"}
-                )
-                if upvotes
-                else "",
                 "link": LINK_SEPARATOR.join(
                     html_parts["link"].fill({"href": escape_html(url), "label": escape_html(label)}) for label, url in links
                 ),
@@ -123,12 +144,11 @@ class EditionRenderer:
         text_card = text_parts["card"].bind(
             {
                 "authors": authors,
-                "votes": f" · {upvotes} upvote{'s' if upvotes != 1 else ''}" if upvotes else "",
                 "link": "".join(text_parts["link"].fill({"href": url, "label": label}) for label, url in links),
             }
         )
         title = paper.title or "(untitled)"
-        prepared = _PreparedPaper(title, one_line(title), paper.abstract or "", html_card, text_card)
+        prepared = _PreparedPaper(title, one_line(title), paper.abstract or "", upvotes, html_card, text_card)
         self._papers[key] = prepared
         return prepared
 
@@ -151,7 +171,7 @@ class EditionRenderer:
         highlights = match.highlights or {}
         raw_title = tuple(map(tuple, highlights.get("title", ())))
         raw_abstract = tuple(map(tuple, highlights.get("abstract", ())))
-        key = (match.paper.id, match.paper.updated_at, tuple(match.topics), raw_title, raw_abstract)
+        key = (match.paper.id, match.paper.updated_at, tuple(match.topics), match.resembles, raw_title, raw_abstract)
         cached = self._cards_cache.get(key)
         if cached is not None:
             return cached
@@ -167,17 +187,31 @@ class EditionRenderer:
         if end < len(paper.abstract):
             excerpt += "&#160;&#8230;"  # never an ellipsis alone on the last line
         topics = [one_line(t) for t in match.topics]
+        # Why the card is here: the topics that matched, the liked paper it is like, or (a pick for
+        # a reader without topics) its upvotes; the upvotes also stand beside the other reasons.
+        trending = _is_trending(match)
+        liked = one_line(match.resembles) if match.resembles else ""
+        votes = upvotes_phrase(paper.upvotes) if paper.upvotes or trending else ""
+        reasons = []
+        if topics:
+            reasons.append("Matched: " + ", ".join(topics))
+        if liked:
+            reasons.append(f"Like: {liked}")
+        if votes:
+            reasons.append(votes)
         html_card = paper.html_card.bind(
             {
                 "title": highlight(paper.title, title_spans, self._mark_open, self._mark_close),
                 "excerpt": excerpt,
+                "like": self._like.fill({"liked_title": escape_html(liked)}) if liked else "",
                 "topic_badge": "".join(self._topic_badge.fill({"topic": escape_html(t)}) for t in topics),
+                "votes_badge": self._votes_badge.fill({"upvotes": votes}) if votes else "",
             }
         )
         text_card = paper.text_card.bind(
             {
                 "title": paper.title_line,
-                "topics": ", ".join(topics) or "your topics",
+                "reason": " · ".join(reasons),
                 "excerpt": self._text_excerpt(match.paper.id, paper.abstract, start, end),
             }
         )
@@ -188,32 +222,80 @@ class EditionRenderer:
 
     @staticmethod
     def _cards_on_whole_lines(skeleton: Skeleton) -> bool:
-        main, card = skeleton.main, skeleton.parts.get("card")
-        if card is None or main.names.count("card") != 1:
+        main, card, feedback = skeleton.main, skeleton.parts.get("card"), skeleton.parts.get("feedback")
+        if card is None or feedback is None or main.names.count("card") != 1:
             return False
         before = main.literals[main.names.index("card")]
         rank_on_first_line = card.names[:1] == ("rank",) and "rank" not in card.names[1:] and "\n" not in card.literals[0]
-        return (before == "" or before.endswith("\n")) and card.literals[-1].endswith("\n") and rank_on_first_line
+        return ((before == "" or before.endswith("\n")) and card.literals[-1].endswith("\n") and rank_on_first_line
+                and feedback.literals[-1].endswith("\n"))
 
-    def _encoded_card(self, card: Fragment, text: str) -> str:
-        first, _, rest = text.partition("\n")
-        encoded_rest = self._encoded_rests.get(card)
-        if encoded_rest is None:
+    def _encoded_card(self, card: Fragment, rank: str, feedback: str, feedback_qp: str | None, text: str) -> str:
+        """A card's text as quoted-printable: its first line (the rank) and its feedback links
+        (the reader's own) encoded here, the lines between and after them once per card. Line by
+        line encoding makes the joined pieces equal the whole when each piece is whole lines,
+        which a card bound to exactly `rank ... \n <feedback> ...\n` is (checked once per card)."""
+        pieces = self._encoded_rests.get(card)
+        if pieces is None:
             if len(self._encoded_rests) >= CARD_CACHE_SIZE:
                 self._encoded_rests.clear()
-            encoded_rest = self._encoded_rests[card] = quoted_printable(rest) if rest else ""
-        return quoted_printable(first + "\n") + encoded_rest
+            pieces = self._encoded_rests[card] = self._card_pieces(card)
+        if not pieces:
+            return quoted_printable(text)
+        first_rest, shared, tail = pieces
+        if feedback_qp is None:
+            feedback_qp = quoted_printable(feedback, remember=False) if feedback else ""
+        return quoted_printable(card.literals[0] + rank + first_rest) + shared + feedback_qp + tail
 
-    def _cards(self, matches: Sequence[Match]) -> tuple[list[str], list[str], list[Fragment]]:
-        """Per card: the HTML and the text with its rank, and the text's fragment (for encoding)."""
-        html_cards, text_cards, text_fragments = [], [], []
+    @staticmethod
+    def _card_pieces(card: Fragment) -> tuple[str, str, str] | tuple[()]:
+        """(the rest of the first line, the shared lines encoded, the closing lines encoded), or ()
+        when the bound card does not have that shape (then each message encodes it whole)."""
+        if card.names != ("rank", "feedback") or "\n" in card.literals[0]:
+            return ()
+        middle, tail = card.literals[1], card.literals[2]
+        cut = middle.find("\n") + 1
+        if not cut or not middle.endswith("\n") or (tail and not tail.endswith("\n")):
+            return ()
+        shared = middle[cut:]
+        return (middle[:cut], quoted_printable(shared) if shared else "", quoted_printable(tail) if tail else "")
+
+    @staticmethod
+    def _feedback_literals(part: Fragment) -> tuple[str, str, str]:
+        if part.names != ("more_url", "less_url"):
+            raise ValueError(f"the feedback part must hold more_url, then less_url; it holds {part.names}")
+        return part.literals  # type: ignore[return-value]
+
+    def _feedback_links(self, feedback: FeedbackLinks | None, paper_id: str) -> tuple[str, str, str | None]:
+        """The reader's "More like this" and "Less like this" for one card: HTML, text, and the
+        text as quoted-printable when that is cheap to know (None: encode the text)."""
+        if feedback is None:
+            return "", "", ""
+        more, less = feedback(paper_id, "more"), feedback(paper_id, "less")
+        encoded = None
+        if _PLAIN_LINKS.fullmatch(f"{more} {less}"):
+            html_more, html_less = more, less  # nothing in them that HTML would escape
+            if self._feedback_lines and "=" not in more and "=" not in less:
+                first, second = self._feedback_lines
+                encoded = f"{soft_broken(first + more)}\r\n{soft_broken(second + less)}\r\n"
+        else:
+            more, less = required_url("feedback url", more), required_url("feedback url", less)
+            html_more, html_less = escape_html(more), escape_html(less)
+        (h0, h1, h2), (t0, t1, t2) = self._feedback_html, self._feedback_text
+        return h0 + html_more + h1 + html_less + h2, t0 + more + t1 + less + t2, encoded
+
+    def _cards(self, matches: Sequence[Match], feedback: FeedbackLinks | None) -> tuple[list[str], list[str], list[tuple]]:
+        """Per card: the HTML and the text with its rank and feedback links, and what encoding the
+        text needs (its shared fragment, rank and feedback text)."""
+        html_cards, text_cards, text_pieces = [], [], []
         for rank, match in enumerate(matches, 1):
             html_card, text_card = self._card(match)
             number = str(rank)
-            html_cards.append(html_card.fill({"rank": number}))
-            text_cards.append(text_card.fill({"rank": number}))
-            text_fragments.append(text_card)
-        return html_cards, text_cards, text_fragments
+            feedback_html, feedback_text, feedback_qp = self._feedback_links(feedback, match.paper.id)
+            html_cards.append(html_card.fill({"rank": number, "feedback": feedback_html}))
+            text_cards.append(text_card.fill({"rank": number, "feedback": feedback_text}))
+            text_pieces.append((text_card, number, feedback_text, feedback_qp))
+        return html_cards, text_cards, text_pieces
 
     def render_digest(
         self,
@@ -227,7 +309,9 @@ class EditionRenderer:
         max_bytes: int | None = MAX_HTML_BYTES,
     ) -> RenderedEmail:
         """One subscriber's digest. `matches` are already ranked and cut to the subscriber's
-        limit; `total` is how many matched in all (the rest is behind `links.more_url`)."""
+        limit; `total` is how many matched in all (the rest is behind `links.more_url`). A reader
+        without `topics` reads a trending digest; cards without topics are suggestions (with
+        `resembles`) or trending picks. `links.feedback` makes each card's two feedback links."""
         if not matches:
             raise ValueError("a digest needs at least one match; use render_empty for none")
         shown = list(matches[:max_cards] if max_cards else matches)
@@ -238,74 +322,62 @@ class EditionRenderer:
             "view_url": required_url("view_url", links.view_url),
         }
         more_url = required_url("more_url", links.more_url) if links.more_url else None
-        html_cards, text_cards, text_fragments = self._cards(shown)
-        hit_topics = matched_topics(topics, shown)
-        subject = self._digest_subject.fill(
-            {
-                "count_phrase": f"{total} new paper{'s' if total != 1 else ''}",
-                "topic_phrase": topic_phrase(hit_topics),
-            }
-        ).strip()
-        headline = f"{total} new paper{'s' if total != 1 else ''} matched your topics"
+        html_cards, text_cards, text_pieces = self._cards(shown, links.feedback)
+        words = _Wording(topics, shown, total)
+        subject = self._digest_subject.fill({"lead": words.subject_lead()}).strip()
+        subscription = subscription_phrase(topics)
         while True:
-            summary = self._summary(shown, total)
-            html = self._digest_html_page(email, topics, subject, headline, summary, html_cards, total, more_url, urls, shown)
+            words = _Wording(topics, shown, total)
+            headline, summary = words.headline(), words.summary()
+            html = self._digest_html_page(email, subscription, subject, headline, summary, html_cards, total, more_url,
+                                          urls, shown, words)
             if max_bytes is None or len(html) <= max_bytes // 4 or len(html.encode()) <= max_bytes:
                 break
             if len(html_cards) == 1:
                 raise ValueError("one paper card alone is larger than the HTML size cap")
-            html_cards.pop(), text_cards.pop(), text_fragments.pop(), shown.pop()
+            html_cards.pop(), text_cards.pop(), text_pieces.pop(), shown.pop()
         text = self._digest_text.main.fill(
             {
                 "headline": headline,
                 "summary": summary,
                 "card": _CARDS_SLOT if self._encode_piecewise else "".join(text_cards),
                 "more": self._digest_text.parts["more"].fill(
-                    {"more_count": str(total - len(shown)), "total": str(total), "more_url": more_url}
+                    {"more_phrase": words.more_phrase(total - len(shown)).capitalize(), "total": str(total),
+                     "more_url": more_url}
                 )
                 if more_url and total > len(shown)
                 else "",
                 "email": one_line(email),
-                "topics": ", ".join(one_line(t) for t in topics),
+                "subscription": subscription,
                 **urls,
             }
         )
         if not self._encode_piecewise:
             return RenderedEmail(subject=subject, html=html, text=text)
-        return self._with_encoded_text(subject, html, text, text_cards, text_fragments)
+        return self._with_encoded_text(subject, html, text, text_cards, text_pieces)
 
     def _with_encoded_text(self, subject: str, html: str, text: str, text_cards: list[str],
-                           text_fragments: list[Fragment]) -> RenderedEmail:
+                           text_pieces: list[tuple]) -> RenderedEmail:
         """The text part quoted-printable: the cards from their per-card encodings, the rest here."""
         head, slot, tail = text.partition(_CARDS_SLOT)
         if not slot or _CARDS_SLOT in tail:
             raise ValueError("the digest's text lost its cards")  # a value slipped a NUL past one_line
         encoded = [quoted_printable(head)] if head else []
-        encoded.extend(map(self._encoded_card, text_fragments, text_cards))
+        encoded.extend(self._encoded_card(card, rank, feedback, feedback_qp, whole)
+                       for (card, rank, feedback, feedback_qp), whole in zip(text_pieces, text_cards))
         if tail:
             encoded.append(quoted_printable(tail))
         return RenderedEmail(subject=subject, html=html, text=head + "".join(text_cards) + tail,
                              text_qp="".join(encoded))
 
-    @staticmethod
-    def _summary(shown: Sequence[Match], total: int) -> str:
-        counts: dict[str, int] = {}
-        for match in shown:
-            for topic in match.topics:
-                counts[topic] = counts.get(topic, 0) + 1
-        per_topic = ", ".join(f"{one_line(t)} ({n})" for t, n in counts.items())
-        if total > len(shown):
-            # The counts are of the papers in this email, and must not read as counts of all matches.
-            best = f"The best {len(shown)} of {total}, ranked."
-            return f"{best} In this email: {per_topic}." if per_topic else best
-        return f"Ranked, best first. Matched: {per_topic}." if per_topic else "Ranked, best first."
-
-    def _digest_html_page(self, email, topics, subject, headline, summary, cards, total, more_url, urls, shown) -> str:
+    def _digest_html_page(self, email, subscription, subject, headline, summary, cards, total, more_url, urls, shown,
+                          words) -> str:
         skeleton = self._digest_html
         more = ""
         if more_url and total > len(shown):
             more = skeleton.parts["more"].fill(
-                {"more_count": str(total - len(shown)), "total": str(total), "more_url": escape_html(more_url)}
+                {"more_phrase": escape_html(words.more_phrase(total - len(shown))), "total": str(total),
+                 "more_url": escape_html(more_url)}
             )
         return skeleton.main.fill(
             {
@@ -315,42 +387,114 @@ class EditionRenderer:
                 "card": "".join(cards),
                 "more": more,
                 "email": escape_html(email),
-                "topics": escape_html(", ".join(one_line(t) for t in topics)),
+                "subscription": escape_html(subscription),
                 **{name: escape_html(url) for name, url in urls.items()},
             }
         )
 
     def render_page(self, email: str, topics: Sequence[str], matches: Sequence[Match], links: DigestLinks) -> str:
         """The web page behind "view in browser" and "and N more": the same digest with every
-        match, no card limit, no size cap and no "more" link. Returns a whole HTML document."""
-        page_links = DigestLinks(links.settings_url, links.unsubscribe_url, links.view_url, None)
+        match, no card limit, no size cap and no "more" link (the feedback links stay). Returns a
+        whole HTML document."""
+        page_links = replace(links, more_url=None)
         if not matches:
             return self.render_empty(email, topics, page_links).html
         return self.render_digest(email, topics, matches, len(matches), page_links, max_cards=None, max_bytes=None).html
 
     def render_empty(self, email: str, topics: Sequence[str], links: DigestLinks) -> RenderedEmail:
-        """The short "nothing matched today" note, for subscribers who asked for it."""
+        """The short "nothing matched today" note, for subscribers who asked for it (for a reader
+        without topics: the edition had no papers)."""
         urls = {
             "settings_url": required_url("settings_url", links.settings_url),
             "unsubscribe_url": required_url("unsubscribe_url", links.unsubscribe_url),
             "view_url": required_url("view_url", links.view_url),
         }
-        subject = self._empty_subject.fill({"topic_phrase": topic_phrase(list(topics))}).strip()
-        headline = "Nothing matched your topics today"
-        topic_text = ", ".join(one_line(t) for t in topics)
+        if topics:
+            lead = f"Nothing new on {topic_phrase(list(topics))}"
+            headline = "Nothing matched your topics today"
+            message = f"None of the new papers matched your topics ({', '.join(one_line(t) for t in topics)})."
+        else:
+            lead = headline = "No new papers today"
+            message = "Today's edition has no new papers, so there are no trending papers to send."
+        subject = self._empty_subject.fill({"lead": lead}).strip()
+        subscription = subscription_phrase(topics)
         html = self._empty_html.fill(
             {
                 "subject": escape_html(subject),
                 "headline": escape_html(headline),
+                "message": escape_html(message),
                 "email": escape_html(email),
-                "topics": escape_html(topic_text),
+                "subscription": escape_html(subscription),
                 **{name: escape_html(url) for name, url in urls.items()},
             }
         )
         text = self._empty_text.fill(
-            {"headline": headline, "email": one_line(email), "topics": topic_text, **urls}
+            {"headline": headline, "message": message, "email": one_line(email), "subscription": subscription, **urls}
         )
         return RenderedEmail(subject=subject, html=html, text=text)
+
+
+class _Wording:
+    """The words above and around the cards, for what this digest holds: papers that matched the
+    reader's topics, suggestions like papers they liked, and (for a reader without topics, or
+    mixed in) the day's trending papers by upvotes."""
+
+    def __init__(self, topics: Sequence[str], shown: Sequence[Match], total: int) -> None:
+        self.topics, self.shown, self.total = topics, shown, total
+        self.matched = sum(1 for m in shown if m.topics)
+        self.suggested = sum(1 for m in shown if not m.topics and m.resembles is not None)
+        self.trending = len(shown) - self.matched - self.suggested
+
+    @staticmethod
+    def _papers(n: int) -> str:
+        return f"{n} new paper{'s' if n != 1 else ''}"
+
+    def subject_lead(self) -> str:
+        if not self.topics:
+            return f"Today's {len(self.shown)} trending paper{'s' if len(self.shown) != 1 else ''}"
+        if not self.matched:
+            return f"{self._papers(self.total)} you may like"
+        lead = f"{self._papers(self.total)} on {topic_phrase(matched_topics(self.topics, self.shown))}"
+        return lead + (" and suggestions" if self.suggested else "")
+
+    def headline(self) -> str:
+        if not self.topics:
+            return f"Today's {len(self.shown)} trending paper{'s' if len(self.shown) != 1 else ''}"
+        if not self.matched:
+            return f"{self._papers(self.total)} you may like"
+        if self.suggested or self.trending:
+            return f"{self._papers(self.total)} picked for you"
+        return f"{self._papers(self.total)} matched your topics"
+
+    def summary(self) -> str:
+        shown, total = self.shown, self.total
+        if not self.topics and not self.suggested:
+            best = "The most upvoted on Hugging Face Daily Papers, most first."
+            return f"{best} The top {len(shown)} of {total}." if total > len(shown) else best
+        counts: dict[str, int] = {}
+        for match in shown:
+            for topic in match.topics:
+                counts[topic] = counts.get(topic, 0) + 1
+        per_topic = ", ".join(f"{one_line(t)} ({n})" for t, n in counts.items())
+        extra = []
+        if self.suggested:
+            extra.append(f"{self.suggested} suggestion{'s' if self.suggested != 1 else ''} like papers you liked")
+        if self.trending:
+            extra.append(f"{self.trending} trending")
+        if total > len(shown):
+            # The counts are of the papers in this email, and must not read as counts of all matches.
+            best = f"The best {len(shown)} of {total}, ranked."
+            inside = ", ".join(([per_topic] if per_topic else []) + extra)
+            return f"{best} In this email: {inside}." if inside else best
+        said = "Ranked, best first." + (f" Matched: {per_topic}." if per_topic else "")
+        return said + (f" Also: {', '.join(extra)}." if extra else "")
+
+    def more_phrase(self, more: int) -> str:
+        if not self.topics:
+            return f"and {more} more paper{'s' if more != 1 else ''} today, by upvotes."
+        if self.suggested or self.trending or not self.matched:
+            return f"and {more} more for you today."
+        return f"and {more} more matched your topics today."
 
 
 @lru_cache(maxsize=8)

@@ -14,7 +14,7 @@ from digest.config import Settings, get_settings
 from digest.mail.fragments import TEMPLATES_DIR, Skeleton, skeleton
 from digest.mail.message import build_message, to_bytes
 from digest.mail.rendered import RenderedEmail
-from digest.mail.text import escape_html, one_line, required_url, static_context
+from digest.mail.text import escape_html, one_line, required_url, static_context, subscription_phrase
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,9 @@ def render_email(name: str, settings: Settings | None = None, **context) -> Rend
     Compiled and inlined once per template; each call only escapes and joins its values:
     render_email("confirm", email=..., confirm_url=..., topics=[...])."""
     settings = settings or get_settings()
+    if name == "confirm" and "topics" in context:
+        # What the reader asked for, in words: their topics, or the day's trending papers.
+        context.setdefault("what", subscription_phrase(context["topics"], confirming=True))
     compiled = _compiled(name, settings)
     subject = one_line(_fill_generic(compiled.subject, context, name, html=False))
     page_context = {"subject": subject, **context}

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+# (paper id, "more" or "less") -> that card's signed feedback URL for the reader of this digest,
+# e.g. `lambda paper_id, action: digest.mail.feedback_url(recipient, paper_id, action, settings)`.
+FeedbackLinks = Callable[[str, str], str]
 
 
 @dataclass(frozen=True)
@@ -21,3 +26,6 @@ class DigestLinks:
     unsubscribe_url: str
     view_url: str
     more_url: str | None
+    # Makes every card's "More like this" and "Less like this" links; None: cards without them
+    # (a digest rendered for no one in particular). Called twice per card, per reader.
+    feedback: FeedbackLinks | None = field(default=None, compare=False)

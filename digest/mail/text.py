@@ -131,6 +131,24 @@ def topic_phrase(topics: Sequence[str]) -> str:
     return ", ".join(shown) + (f" and {rest} more" if rest > 0 else "")
 
 
+TRENDING = "the day's trending papers"
+
+
+def subscription_phrase(topics: Sequence[str], *, confirming: bool = False) -> str:
+    """What a reader signed up for, as the end of a sentence: their topics, or, with none, the
+    day's trending papers (a reader without topics gets the edition's most upvoted papers)."""
+    if confirming:
+        if not topics:
+            return (f"a digest of {TRENDING}: the most upvoted new papers each morning, no topics needed"
+                    " (you can add topics later from the settings link in every email).")
+        return "a digest of new papers on these topics:"
+    return "papers on: " + ", ".join(one_line(t) for t in topics) if topics else TRENDING
+
+
+def upvotes_phrase(upvotes: int) -> str:
+    return f"{upvotes} upvote{'s' if upvotes != 1 else ''}" if upvotes else "no upvotes yet"
+
+
 def matched_topics(topics: Sequence[str], matches: Sequence[Match]) -> list[str]:
     """The subscriber's topics that matched something, in the subscriber's order."""
     hit = {t for m in matches for t in m.topics}

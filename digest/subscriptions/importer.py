@@ -83,7 +83,8 @@ class _Row:
 
 def import_csv(factory: Callable[[], Session], source: Path | str | io.IOBase, settings: Settings, *,
                confirmed: bool = False, encoding: str | None = None, transport=None) -> ImportReport:
-    """Lines `email,topics[,timezone,hour]` (topics separated by semicolons, header optional).
+    """Lines `email,topics[,timezone,hour]` (topics separated by semicolons, header optional; an
+    empty topics cell: the day's trending papers).
     A bad line is reported by its number with the reason and skipped; every good line is kept."""
     report = ImportReport()
     opened = open(source, "rb") if isinstance(source, (str, Path)) else None  # noqa: SIM115 (closed below)
@@ -120,8 +121,10 @@ def _validated(line, report: ImportReport) -> _Row | None:
     if line.number == 1 and cells[0].lower() == "email":
         return None
     if len(cells) < 2 or len(cells) > 4:
-        report.errors.append((line.number, "expected email, topics and optionally timezone and hour"))
+        # A line with an address alone may be a line cut short: an empty topics cell says "none".
+        report.errors.append((line.number, "expected email, topics (may be empty) and optionally timezone and hour"))
         return None
+    # An empty topics cell is a reader of the day's trending papers.
     email, topics, zone, hour = (cells + ["", ""])[:4]
     try:
         return _Row(line.number, normalise_email(email), clean_topics(topics.split(";") if topics else []),

@@ -4,6 +4,7 @@ InvalidInput naming the field; the form layers show the message as it is.
 - Email addresses are validated by email-validator (no DNS lookup) and stored lower-cased.
 - A CR, LF or other control character in any field is refused before it can reach a header;
   only the topics box may hold several lines, and it is split on them.
+- Topics are optional: a reader without any gets the edition's papers by upvotes (trending).
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ def _query_error(topic: str) -> str | None:
 
 
 def clean_topics(topics: Iterable[str] | str) -> list[str]:
-    """Validated, de-duplicated topics in the order given; TopicErrors names every bad one."""
+    """Validated, de-duplicated topics in the order given; TopicErrors names every bad one. No
+    topics at all is a choice, not an error: that reader gets the day's trending papers."""
     raw = split_topics(topics) if isinstance(topics, str) else list(topics)
     errors: list[tuple[str, str]] = []
     cleaned: list[str] = []
@@ -132,8 +134,6 @@ def clean_topics(topics: Iterable[str] | str) -> list[str]:
         cleaned = validate_topics(cleaned, SAVED_TOPIC_LIMITS)
     except QueryError as exc:
         raise InvalidInput({"topics": exc.message}) from None
-    if not cleaned:
-        raise InvalidInput({"topics": "give at least one topic"})
     if len(cleaned) > MAX_TOPICS:
         raise InvalidInput({"topics": f"at most {MAX_TOPICS} topics, got {len(cleaned)}"})
     return cleaned

@@ -1,20 +1,26 @@
-"""The sample digest, the "nothing matched" note and the confirmation email as a mail client
-shows them: Debian's chromium (Playwright), at phone (375) and desktop (800) widths, light and
-dark. The HTML is taken from the parsed MIME message, so this is what a reader's client gets.
-Screenshots go to artifacts/screenshots/ (kept by CI)."""
+"""The sample digest, a trending reader's digest, the "nothing matched" note and the confirmation
+email as a mail client shows them: Debian's chromium (Playwright), at phone (375) and desktop
+(800) widths, light and dark. The HTML is taken from the parsed MIME message, so this is what a
+reader's client gets. Screenshots go to artifacts/screenshots/ (kept by CI); a card with its
+reason and its two feedback links, and a trending digest, to artifacts/digest-card-feedback.png
+and artifacts/digest-trending.png."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 
 from digest.config import REPO_ROOT
 from digest.mail import build_message, make_message_id, to_bytes
 from digest.mail import EditionRenderer, render_email
-from tests.mail.helpers import EDITION, LINKS, NO_MORE, body, parse, ranked
+from digest.matching.results import Match
+from tests.mail.helpers import EDITION, LINKS, NO_MORE, body, parse, ranked, sample_papers
 
 pytestmark = [pytest.mark.browser]
 
-SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"
+ARTIFACTS = REPO_ROOT / "artifacts"
+SCREENSHOTS = ARTIFACTS / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
@@ -39,15 +45,27 @@ def delivered_html(rendered, settings) -> str:
     return body(parse(data), "html")
 
 
+def feedback(paper_id: str, action: str) -> str:
+    return f"http://digest.test/feedback/1.{action}.{paper_id}.signature"
+
+
 def sample_emails(settings) -> dict[str, str]:
     renderer = EditionRenderer(settings, EDITION)
+    links = replace(LINKS, feedback=feedback)
     matches = ranked(["pretraining", "diffusion", "video generation"])
+    # the second card is a suggestion: like a paper the reader liked, no topic matched
+    shown = [matches[0], Match(matches[1].paper, 1.0, (), (), resembles="Scaling Laws for Neural Language Models"),
+             *matches[2:10]]
     digest = renderer.render_digest("ana@example.org", ["pretraining", "diffusion", "video generation"],
-                                    matches[:10], len(matches), LINKS)
+                                    shown, len(matches), links)
+    by_upvotes = sorted(sample_papers(), key=lambda p: -(p.upvotes or 0))
+    trending = renderer.render_digest("ana@example.org", [], [Match(p, float(p.upvotes or 0), (), ()) for p in by_upvotes[:10]],
+                                      len(by_upvotes), links)
     empty = renderer.render_empty("ana@example.org", ["quantum gravity"], NO_MORE)
     confirm = render_email("confirm", settings=settings, email="ana@example.org",
                            confirm_url="http://digest.test/confirm/tok", topics=["pretraining", "diffusion -video"])
-    return {name: delivered_html(r, settings) for name, r in (("digest", digest), ("empty", empty), ("confirm", confirm))}
+    return {name: delivered_html(r, settings)
+            for name, r in (("digest", digest), ("trending", trending), ("empty", empty), ("confirm", confirm))}
 
 
 def show(browser, html: str, width: int, scheme: str):
@@ -113,5 +131,46 @@ def test_confirm_button_stands_above_the_note_not_beside_it(browser, settings):
         button = page.locator("td.button-cell").bounding_box()
         note = page.locator("p.small").bounding_box()
         assert note["y"] >= button["y"] + button["height"], (button, note)
+    finally:
+        context.close()
+
+
+def test_a_card_shows_its_reason_and_its_two_feedback_links(browser, settings):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    emails = sample_emails(settings)
+    context, page, _ = show(browser, emails["digest"], 375, "light")
+    try:
+        cards = page.locator("td.card")
+        assert cards.count() == 10
+        for i in range(cards.count()):
+            card = cards.nth(i)
+            more, less = card.get_by_role("link", name="More like this"), card.get_by_role("link", name="Less like this")
+            assert more.is_visible() and less.is_visible()
+            paper_id = card.locator("a.title-link").get_attribute("href").rsplit("/", 1)[1]
+            assert more.get_attribute("href") == feedback(paper_id, "more")
+            assert less.get_attribute("href") == feedback(paper_id, "less")
+            box, card_box = more.bounding_box(), card.bounding_box()
+            assert box["height"] >= 24 and box["x"] + box["width"] <= card_box["x"] + card_box["width"]
+        second = cards.nth(1)
+        assert second.get_by_text("Like: Scaling Laws for Neural Language Models").is_visible()
+        assert "pretraining" in cards.nth(0).locator("p.badges").inner_text()
+        page.set_viewport_size({"width": 800, "height": 900})
+        cards.nth(1).screenshot(path=str(ARTIFACTS / "digest-card-feedback.png"))
+    finally:
+        context.close()
+
+
+def test_a_trending_digest_reads_as_the_days_trending_papers(browser, settings):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    context, page, _ = show(browser, sample_emails(settings)["trending"], 800, "light")
+    try:
+        assert page.get_by_role("heading", name="Today's 10 trending papers").is_visible()
+        cards = page.locator("td.card")
+        assert cards.count() == 10
+        for i in range(cards.count()):
+            assert "upvote" in cards.nth(i).locator("span.badge-votes").inner_text()
+            assert cards.nth(i).get_by_role("link", name="Less like this").is_visible()
+        assert page.get_by_text("subscribed to the day's trending papers").is_visible()
+        page.screenshot(path=str(ARTIFACTS / "digest-trending.png"), full_page=True)
     finally:
         context.close()

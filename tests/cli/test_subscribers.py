@@ -28,6 +28,26 @@ def test_subscribe_confirmed_is_active_at_once(cli_env, committed_db):
     assert stats["subscribers"]["active"] == 1
 
 
+@pytest.mark.parametrize("topics", [["--topics", ""], ["--topics", " ; "], []])
+def test_subscribe_without_topics_makes_a_reader_of_the_trending_papers(cli_env, committed_db, tmp_path, topics):
+    result = run("subscribe", "ana@example.org", *topics)
+    assert result.exit_code == 0, result.output
+    assert "ana@example.org: pending, no topics: the day's trending papers; confirmation sent" in result.output
+    sent = (tmp_path / "outbox" / "ana@example.org.eml").read_bytes().decode()
+    assert "trending papers" in sent
+    stats = json.loads(run("stats", "--json").output)
+    assert stats["subscribers"]["pending"] == 1 and stats["topics"] == 0
+
+
+def test_import_with_an_empty_topics_cell(cli_env, committed_db, tmp_path):
+    source = tmp_path / "people.csv"
+    source.write_text("email,topics\nana@example.org,\nbo@example.org,agents\n")
+    result = run("import", str(source), "--confirmed")
+    assert result.exit_code == 0, result.output
+    assert "imported: 2 new, 0 already known, 0 bad row(s)" in result.output
+    assert json.loads(run("stats", "--json").output)["topics"] == 1
+
+
 def test_subscribe_with_a_bad_topic_or_address_says_why_in_one_line(cli_env, committed_db):
     result = CliRunner().invoke(main, ["subscribe", "ana@example.org", "--topics", "(broken"])
     assert result.exit_code == 1 and result.output.startswith("error: topic '(broken'")

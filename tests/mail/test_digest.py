@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
@@ -259,20 +260,47 @@ def test_code_and_project_links_when_known(renderer):
 _line_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=200)
 
 
+# A link as safe_url accepts it: no spaces or control characters, anything else.
+_link_text = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp")), max_size=120)
+
+
 # The settings fixture is only read; each example makes its own renderer.
 @hypothesis_settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(title=_line_text, abstract=_line_text, author=_line_text, topic=_line_text, email_local=st.from_regex(r"[a-z]{1,12}", fullmatch=True))
-def test_the_text_part_encoded_card_by_card_is_the_text_encoded_whole(settings, title, abstract, author, topic, email_local):
-    """Each card's quoted-printable form is kept and reused across subscribers; what a reader
-    decodes must be exactly the text part, whatever the titles, abstracts and topics hold."""
+@given(title=_line_text, abstract=_line_text, author=_line_text, topic=_line_text, liked=_line_text,
+       link_tail=_link_text, with_topics=st.booleans(), email_local=st.from_regex(r"[a-z]{1,12}", fullmatch=True))
+def test_the_text_part_encoded_card_by_card_is_the_text_encoded_whole(settings, title, abstract, author, topic, liked,
+                                                                     link_tail, with_topics, email_local):
+    """Each card's quoted-printable form is kept and reused across subscribers, the reader's own
+    feedback links encoded per message between it and the next card; what a reader decodes must
+    be exactly the text part, whatever the titles, abstracts, topics, liked titles and links hold,
+    for a matched card, a suggestion and a trending pick alike."""
     from digest.mail.transfer_encoding import quoted_printable
 
     renderer = EditionRenderer(settings, EDITION)
     papers = [make_paper(title=title, abstract=abstract, authors=[author]), *sample_papers()[:3]]
-    matches = [Match(p, 1.0, (topic or "t",), ()) for p in papers]
-    for cut in (matches, matches[1:], matches[:1]):  # the same cards at other ranks
-        rendered = renderer.render_digest(f"{email_local}@example.org", [topic or "t"], cut, 9, LINKS)
-        assert rendered.text_qp == quoted_printable(rendered.text)
+    matches = [Match(papers[0], 1.0, (topic or "t",), ()), Match(papers[1], 1.0, (), (), resembles=liked or "x"),
+               Match(papers[2], 1.0, (), ()), Match(papers[3], 1.0, (topic or "t",), (), resembles=liked or None)]
+    links = replace(LINKS, feedback=lambda paper_id, action: f"http://digest.test/feedback/{action}/{paper_id}/{link_tail}")
+    topics = [topic or "t"] if with_topics else []
+    for cut in (matches, matches[1:], matches[:1], matches[2:]):  # the same cards at other ranks
+        for card_links in (links, LINKS):  # with the links and without
+            rendered = renderer.render_digest(f"{email_local}@example.org", topics, cut, 9, card_links)
+            assert rendered.text_qp == quoted_printable(rendered.text)
+            if card_links is links:
+                assert rendered.text.count("More like this: http://digest.test/feedback/more/") == len(cut)
+
+
+@given(st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=400))
+def test_long_plain_lines_are_soft_broken_as_binascii_breaks_them(line):
+    """quoted_printable cuts plain ASCII lines itself (URLs: every card's feedback links); the
+    result must be binascii's, byte for byte."""
+    import binascii
+
+    from digest.mail.transfer_encoding import quoted_printable
+
+    expected = "".join(binascii.b2a_qp(part.encode(), istext=True).decode().replace("\n", "\r\n") + "\r\n"
+                       for part in line.splitlines()) if line else "\r\n"
+    assert quoted_printable(line, remember=False) == expected == quoted_printable(line)
 
 
 def test_a_digest_as_sent_carries_the_pre_encoded_text_and_decodes_to_it(renderer, matches, settings):

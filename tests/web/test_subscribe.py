@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import uuid
+
+import pytest
 
 from sqlalchemy import func, select
 
@@ -10,6 +13,7 @@ from digest.models import Subscriber, SubscriberStatus, Topic
 from digest.web.ratelimit import RateLimiter
 from tests.conftest import REDIS_URL
 from tests.factories import make_paper, make_subscriber
+from tests.mail.helpers import Elements
 from tests.web.conftest import confirm_link, csrf_token, sent_messages
 
 
@@ -31,6 +35,36 @@ def test_landing_page_shows_the_form_the_query_help_and_todays_papers(client, se
     # A paper title is untrusted text: shown, escaped.
     assert "Scaling &lt;b&gt;Pre-Training&lt;/b&gt; for Robots" in page.text
     assert "<b>Pre-Training</b>" not in page.text
+
+
+def test_the_landing_page_says_topics_are_optional_and_what_empty_topics_give(client):
+    page = client.get("/").text
+    textarea = re.search(r"<textarea[^>]*>", page).group(0)
+    assert 'name="topics"' in textarea and "required" not in textarea
+    assert "Leave topics empty to get the day's trending papers" in page
+
+
+@pytest.mark.parametrize("topics", ["", " \n ; ", None])
+def test_empty_topics_subscribe_a_reader_of_the_trending_papers(client, session, outbox, settings, topics):
+    data = {"csrf_token": csrf_token(client), "email": "ana@example.org"}
+    if topics is not None:  # None: the field is not sent at all
+        data["topics"] = topics
+    answer = client.post("/subscribe", data=data)
+    assert answer.status_code == 303 and answer.headers["location"] == "/subscribed"
+    subscriber = session.scalars(select(Subscriber)).one()
+    assert subscriber.status == SubscriberStatus.pending and subscriber.topics == []
+    [message] = sent_messages(outbox)
+    text = message.get_body(("plain",)).get_content()
+    assert "a digest of the day's trending papers" in text and "these topics" not in text
+    assert "a digest of the day's trending papers" in Elements(message.get_body(("html",)).get_content()).visible_text
+    # The link's page says what is confirmed, and its button makes a trending reader.
+    link = re.sub(r"^https?://[^/]+", "", confirm_link(message))
+    page = client.get(link)
+    assert page.status_code == 200 and "the day's trending papers" in Elements(page.text).visible_text
+    assert client.post(link, data={"csrf_token": csrf_token(client, link)}).status_code == 303
+    session.expire_all()
+    subscriber = session.scalars(select(Subscriber)).one()
+    assert subscriber.status == SubscriberStatus.active and subscriber.topics == []
 
 
 def test_subscribing_stores_a_pending_subscriber_and_sends_one_confirmation(client, session, outbox):
@@ -127,9 +161,7 @@ def test_a_topic_that_does_not_parse_is_shown_with_its_error_and_nothing_is_stor
     assert count(session) == 0 and count(session, Topic) == 0 and outbox.written == []
 
 
-def test_no_topic_unknown_zone_and_bad_hour_are_refused(client, session):
-    assert post_subscribe(client, topics=" \n ; ").status_code == 422
-    assert "at least one topic" in post_subscribe(client, topics="").text
+def test_unknown_zone_and_bad_hour_are_refused(client, session):
     assert "unknown time zone" in post_subscribe(client, timezone="Mars/Olympus").text
     assert post_subscribe(client, hour="24").status_code == 422
     assert post_subscribe(client, hour="seven").status_code == 422
