@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -217,16 +218,37 @@ def _feedback_signature(key: bytes, subscriber_id: int, secret: str, paper_id: s
     return hashlib.blake2b(message, key=key, digest_size=_FEEDBACK_SIGNATURE_BYTES).digest()
 
 
-def feedback_token(subscriber: Subscriber, paper_id: str, action: str, settings: Settings) -> str:
-    """The token of a feedback link: for this row (anything with `id` and `link_secret`), this
-    paper and this action. `<id>.<action>.<paper id, base64url>.<signature>`."""
-    if action not in FEEDBACK_ACTIONS:
-        raise ValueError(f"unknown feedback action {action!r}")
+_paper_ids_b64: dict[str, str] = {}  # the same papers recur in every reader's email of an edition
+_PAPER_IDS_KEPT = 50_000
+
+
+def feedback_signer(subscriber: Subscriber, settings: Settings) -> Callable[[str, str], str]:
+    """(paper id, action) -> the token of that feedback link, for this row (anything with `id`
+    and `link_secret`): `<id>.<action>.<paper id, base64url>.<signature>`. Twenty per email:
+    what all of a reader's links share (the key, the prefix) is worked out once per reader, each
+    paper id's base64 once per process; per link only its signature (one keyed BLAKE2b) remains."""
     if subscriber.id is None or not subscriber.link_secret:
         raise ValueError("a subscriber needs an id and a link secret (flush it) before a link can point at it")
     key = _feedback_keys(settings.secret_keys)[0]
-    signature = _feedback_signature(key, subscriber.id, subscriber.link_secret, paper_id, action)
-    return f"{subscriber.id}.{action}.{_b64(paper_id.encode())}.{_b64(signature)}"
+    subscriber_id, secret = subscriber.id, subscriber.link_secret
+    prefix = f"{subscriber_id}."
+
+    def token(paper_id: str, action: str) -> str:
+        if action not in FEEDBACK_ACTIONS:
+            raise ValueError(f"unknown feedback action {action!r}")
+        encoded = _paper_ids_b64.get(paper_id)
+        if encoded is None:
+            if len(_paper_ids_b64) >= _PAPER_IDS_KEPT:
+                _paper_ids_b64.clear()
+            encoded = _paper_ids_b64[paper_id] = _b64(paper_id.encode())
+        return f"{prefix}{action}.{encoded}.{_b64(_feedback_signature(key, subscriber_id, secret, paper_id, action))}"
+
+    return token
+
+
+def feedback_token(subscriber: Subscriber, paper_id: str, action: str, settings: Settings) -> str:
+    """The token of one feedback link (a digest makes its twenty with one `feedback_signer`)."""
+    return feedback_signer(subscriber, settings)(paper_id, action)
 
 
 def read_feedback_token(session: Session, token: str, settings: Settings) -> tuple[Subscriber, FeedbackClaims]:
