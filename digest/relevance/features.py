@@ -1,0 +1,129 @@
+"""The text features of a paper: hashed words and word pairs of its title, abstract and authors.
+
+A HashingVectorizer needs no vocabulary, so a paper's vector never changes once computed (it can
+be cached per process, whichever edition it came from), and a new edition needs no refit. The
+weighting is TF-IDF-like: sublinear term frequency, an inverse document frequency taken from the
+edition being ranked (the papers a reader's marks are compared with: a word every paper of the
+day uses says nothing), and l2 norms, so that a dot product is a cosine similarity.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import HashingVectorizer
+from sklearn.preprocessing import normalize
+
+N_FEATURES = 2**20  # few collisions for the ~10^4 distinct words and pairs of a day's abstracts
+
+_vectorizer = HashingVectorizer(
+    n_features=N_FEATURES, alternate_sign=False, norm=None, stop_words="english",
+    ngram_range=(1, 2), dtype=np.float32,
+)
+
+
+def paper_text(paper) -> str:
+    # The title twice: it says what the paper is about more densely than the abstract does.
+    # Authors as one token each (a name's words alone would match strangers who share a surname).
+    authors = " ".join("author_" + "_".join(str(name).split()) for name in (paper.authors or [])[:20])
+    return f"{paper.title}. {paper.title}. {paper.abstract or ''} {authors}"
+
+
+def vectorize(papers: Sequence) -> sp.csr_matrix:
+    """Sublinear term frequencies (1 + log tf), one row per paper, not yet weighted or normed."""
+    matrix = _vectorizer.transform([paper_text(p) for p in papers]).tocsr()
+    np.log(matrix.data, out=matrix.data)
+    matrix.data += 1.0
+    return matrix
+
+
+class FeatureCache:
+    """Per process: the vectors of the papers readers marked (they may come from any edition),
+    by paper id, at most `keep` (newest use last). Thread-safe."""
+
+    def __init__(self, keep: int = 50_000) -> None:
+        self.keep = keep
+        self._rows: OrderedDict[str, sp.csr_matrix] = OrderedDict()
+        self.lock = threading.Lock()
+        self.computed = 0  # papers vectorized so far (the benchmark shows the cache works)
+
+    def missing(self, paper_ids) -> list[str]:
+        with self.lock:
+            return [pid for pid in dict.fromkeys(paper_ids) if pid not in self._rows]
+
+    def add(self, papers: Sequence) -> None:
+        if not papers:
+            return
+        matrix = vectorize(papers)
+        with self.lock:
+            self.computed += len(papers)
+            for i, paper in enumerate(papers):
+                self._rows[paper.id] = matrix[i]
+            while len(self._rows) > self.keep:
+                self._rows.popitem(last=False)
+
+    def matrix(self, paper_ids: Sequence[str]) -> sp.csr_matrix:
+        """The rows of these papers, in order (each must have been added)."""
+        with self.lock:
+            rows = [self._rows[pid] for pid in paper_ids]
+            for pid in paper_ids:
+                self._rows.move_to_end(pid)
+        if not rows:
+            return sp.csr_matrix((0, N_FEATURES), dtype=np.float32)
+        return sp.vstack(rows, format="csr")
+
+    def __contains__(self, paper_id: str) -> bool:
+        return paper_id in self._rows
+
+
+class EditionFeatures:
+    """The candidate papers of one edition as features, built once per edition: the weighted,
+    normed matrix and, per marked paper, its similarities to every candidate (cached: a paper
+    many readers liked is compared with the edition once)."""
+
+    def __init__(self, papers: Sequence, matrix: sp.csr_matrix, idf: np.ndarray) -> None:
+        self.papers = list(papers)
+        self.position = {paper.id: i for i, paper in enumerate(self.papers)}
+        self.matrix = matrix  # rows: candidates, idf-weighted and l2-normed
+        self.idf = idf
+        self._similarities: dict[str, np.ndarray] = {}
+        self.lock = threading.Lock()
+
+    @classmethod
+    def build(cls, papers: Sequence, tf: sp.csr_matrix | None = None) -> EditionFeatures:
+        tf = vectorize(papers) if tf is None else tf
+        n = max(tf.shape[0], 1)
+        df = np.bincount(tf.indices, minlength=N_FEATURES).astype(np.float32)
+        # Smoothed idf; a word the edition never uses gets the largest weight (it is rare).
+        idf = (np.log((1.0 + n) / (1.0 + df)) + 1.0).astype(np.float32)
+        return cls(papers, cls._weigh(tf, idf), idf)
+
+    @staticmethod
+    def _weigh(tf: sp.csr_matrix, idf: np.ndarray) -> sp.csr_matrix:
+        weighted = tf.copy()
+        weighted.data *= idf[weighted.indices]
+        return normalize(weighted, norm="l2", copy=False)
+
+    def weigh(self, tf: sp.csr_matrix) -> sp.csr_matrix:
+        """Marked papers' vectors in this edition's weighting, so that dot products are cosines."""
+        return self._weigh(tf, self.idf)
+
+    def similarities(self, paper_ids: Sequence[str], tf: sp.csr_matrix) -> np.ndarray:
+        """Cosine similarity of each given paper (rows of `tf`) to every candidate: an array
+        (len(paper_ids), len(papers)). Papers already compared with this edition are not again."""
+        with self.lock:
+            todo = [i for i, pid in enumerate(paper_ids) if pid not in self._similarities]
+        if todo:
+            rows = self.weigh(tf[todo]) @ self.matrix.T
+            dense = rows.toarray().astype(np.float32, copy=False)
+            with self.lock:
+                for k, i in enumerate(todo):
+                    self._similarities[paper_ids[i]] = dense[k]
+        with self.lock:
+            if not paper_ids:
+                return np.zeros((0, len(self.papers)), dtype=np.float32)
+            return np.vstack([self._similarities[pid] for pid in paper_ids])
