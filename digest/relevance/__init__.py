@@ -9,8 +9,8 @@ and the one function that turns a reader's topic matches into the list an email 
 Pure: it works on the papers it is given (no SQLAlchemy session, no database).
 """
 
-from digest.relevance.features import EditionFeatures, FeatureCache, vectorize
-from digest.relevance.model import ModelCache, ReaderModel, fit
+from digest.relevance.features import EditionFeatures, FeatureCache, Window, vectorize
+from digest.relevance.model import ModelCache, ReaderModel, fit, paper_key
 from digest.relevance.rerank import MAX_SUGGESTIONS, reason, rerank, trending
 
 __all__ = [
@@ -19,7 +19,9 @@ __all__ = [
     "FeatureCache",
     "ModelCache",
     "ReaderModel",
+    "Window",
     "fit",
+    "paper_key",
     "reason",
     "rerank",
     "trending",

@@ -43,7 +43,7 @@ def vectorize(papers: Sequence) -> sp.csr_matrix:
 
 class FeatureCache:
     """Per process: the vectors of the papers readers marked (they may come from any edition),
-    by paper id, at most `keep` (newest use last). Thread-safe."""
+    by key (model.paper_key: id and version), at most `keep` (newest use last). Thread-safe."""
 
     def __init__(self, keep: int = 50_000) -> None:
         self.keep = keep
@@ -51,33 +51,32 @@ class FeatureCache:
         self.lock = threading.Lock()
         self.computed = 0  # papers vectorized so far (the benchmark shows the cache works)
 
-    def missing(self, paper_ids) -> list[str]:
+    def add(self, papers: Sequence, keys: Sequence) -> None:
+        """Vectorize the papers whose key is not cached yet."""
         with self.lock:
-            return [pid for pid in dict.fromkeys(paper_ids) if pid not in self._rows]
-
-    def add(self, papers: Sequence) -> None:
-        if not papers:
+            todo = [(p, k) for p, k in zip(papers, keys) if k not in self._rows]
+        if not todo:
             return
-        matrix = vectorize(papers)
+        matrix = vectorize([p for p, _ in todo])
         with self.lock:
-            self.computed += len(papers)
-            for i, paper in enumerate(papers):
-                self._rows[paper.id] = matrix[i]
+            self.computed += len(todo)
+            for i, (_, key) in enumerate(todo):
+                self._rows[key] = matrix[i]
             while len(self._rows) > self.keep:
                 self._rows.popitem(last=False)
 
-    def matrix(self, paper_ids: Sequence[str]) -> sp.csr_matrix:
+    def matrix(self, keys: Sequence) -> sp.csr_matrix:
         """The rows of these papers, in order (each must have been added)."""
         with self.lock:
-            rows = [self._rows[pid] for pid in paper_ids]
-            for pid in paper_ids:
-                self._rows.move_to_end(pid)
+            rows = [self._rows[key] for key in keys]
+            for key in keys:
+                self._rows.move_to_end(key)
         if not rows:
             return sp.csr_matrix((0, N_FEATURES), dtype=np.float32)
         return sp.vstack(rows, format="csr")
 
-    def __contains__(self, paper_id: str) -> bool:
-        return paper_id in self._rows
+    def __contains__(self, key) -> bool:
+        return key in self._rows
 
 
 class EditionFeatures:
@@ -112,9 +111,10 @@ class EditionFeatures:
         """Marked papers' vectors in this edition's weighting, so that dot products are cosines."""
         return self._weigh(tf, self.idf)
 
-    def similarities(self, paper_ids: Sequence[str], tf: sp.csr_matrix) -> np.ndarray:
-        """Cosine similarity of each given paper (rows of `tf`) to every candidate: an array
-        (len(paper_ids), len(papers)). Papers already compared with this edition are not again."""
+    def similarities(self, paper_ids: Sequence, tf: sp.csr_matrix) -> np.ndarray:
+        """Cosine similarity of each given paper (rows of `tf`, under their keys `paper_ids`) to
+        every candidate: an array (len(paper_ids), len(papers)). Papers already compared with
+        this edition are not compared again."""
         with self.lock:
             todo = [i for i, pid in enumerate(paper_ids) if pid not in self._similarities]
         if todo:
@@ -127,3 +127,19 @@ class EditionFeatures:
             if not paper_ids:
                 return np.zeros((0, len(self.papers)), dtype=np.float32)
             return np.vstack([self._similarities[pid] for pid in paper_ids])
+
+
+class Window:
+    """The candidates of several editions as one (a weekly reader's window), weighted by the
+    newest edition's idf; each edition keeps its own similarity cache."""
+
+    def __init__(self, parts: Sequence[EditionFeatures]) -> None:
+        self.parts = list(parts)
+        self.papers = [paper for part in self.parts for paper in part.papers]
+        self.position = {paper.id: i for i, paper in enumerate(self.papers)}
+
+    def weigh(self, tf: sp.csr_matrix) -> sp.csr_matrix:
+        return self.parts[-1].weigh(tf)
+
+    def similarities(self, paper_ids: Sequence, tf: sp.csr_matrix) -> np.ndarray:
+        return np.hstack([part.similarities(paper_ids, tf) for part in self.parts])

@@ -45,6 +45,10 @@ class ReaderModel:
     disliked: tuple[str, ...]
     liked_tf: sp.csr_matrix
     disliked_tf: sp.csr_matrix
+    # The keys under which the papers' similarities are cached (FeatureCache keys): the paper id
+    # and its version, so that a paper whose text changed is compared again.
+    liked_keys: tuple = ()
+    disliked_keys: tuple = ()
     _thresholds: dict = field(default_factory=dict)  # per edition features (by identity)
 
     def scores(self, features: EditionFeatures) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -55,11 +59,11 @@ class ReaderModel:
         nearest = np.full(n, -1, dtype=np.int64)
         dislike = np.zeros(n, dtype=np.float32)
         if self.liked:
-            rows = features.similarities(self.liked, self.liked_tf)
+            rows = features.similarities(self.liked_keys, self.liked_tf)
             nearest = rows.argmax(axis=0)
             like = _pool(rows, nearest)
         if self.disliked:
-            rows = features.similarities(self.disliked, self.disliked_tf)
+            rows = features.similarities(self.disliked_keys, self.disliked_tf)
             dislike = _pool(rows, rows.argmax(axis=0))
         return like - DISLIKE_WEIGHT * dislike, like, nearest
 
@@ -81,15 +85,22 @@ class ReaderModel:
         return kept[1]
 
 
-def fit(liked: Sequence, disliked: Sequence, vectors: Callable[[Sequence[str]], sp.csr_matrix]) -> ReaderModel | None:
+def paper_key(paper) -> tuple:
+    """A paper's cache key: its id and when it last changed (a refetch may correct its text)."""
+    return (paper.id, getattr(paper, "updated_at", None))
+
+
+def fit(liked: Sequence, disliked: Sequence, vectors: Callable[[Sequence], sp.csr_matrix],
+        key: Callable = paper_key) -> ReaderModel | None:
     """The model of a reader's marks (papers with .id and .title); None without any mark.
-    `vectors(ids)` gives the papers' term-frequency rows (a FeatureCache's `matrix`)."""
+    `vectors(keys)` gives the papers' term-frequency rows by `key(paper)` (a FeatureCache's
+    `matrix`, the papers added to it first)."""
     if not liked and not disliked:
         return None
-    liked_ids = tuple(p.id for p in liked)
-    disliked_ids = tuple(p.id for p in disliked)
-    return ReaderModel(liked_ids, tuple(p.title for p in liked), disliked_ids,
-                       vectors(liked_ids), vectors(disliked_ids))
+    liked_keys = tuple(key(p) for p in liked)
+    disliked_keys = tuple(key(p) for p in disliked)
+    return ReaderModel(tuple(p.id for p in liked), tuple(p.title for p in liked), tuple(p.id for p in disliked),
+                       vectors(liked_keys), vectors(disliked_keys), liked_keys, disliked_keys)
 
 
 class ModelCache:
@@ -98,11 +109,13 @@ class ModelCache:
 
     def __init__(self, keep: int = 200_000) -> None:
         self.keep = keep
-        self._models: OrderedDict[int, tuple[int, ReaderModel | None]] = OrderedDict()
+        # Keyed by the subscriber id and their link secret (never reused: a store rebuilt from
+        # scratch cannot hand a new reader an old reader's model), holding (version, model).
+        self._models: OrderedDict[tuple, tuple[int, ReaderModel | None]] = OrderedDict()
         self.lock = threading.Lock()
         self.fits = 0
 
-    def get(self, subscriber_id: int, version: int) -> tuple[bool, ReaderModel | None]:
+    def get(self, subscriber_id, version: int) -> tuple[bool, ReaderModel | None]:
         with self.lock:
             kept = self._models.get(subscriber_id)
             if kept is None or kept[0] != version:
@@ -110,7 +123,7 @@ class ModelCache:
             self._models.move_to_end(subscriber_id)
             return True, kept[1]
 
-    def put(self, subscriber_id: int, version: int, model: ReaderModel | None) -> None:
+    def put(self, subscriber_id, version: int, model: ReaderModel | None) -> None:
         with self.lock:
             self.fits += 1
             self._models[subscriber_id] = (version, model)
