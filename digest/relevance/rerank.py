@@ -19,6 +19,9 @@ from digest.relevance.model import ReaderModel
 # topic point; a paper closest to a "Less like this" falls by as much.
 MODEL_WEIGHT = 4.0
 MAX_SUGGESTIONS = 3
+# A match that rose says which liked paper it resembles only when the resemblance is one a reader
+# would see (two papers of one field share this much); below, it rose on common words.
+RESEMBLES_MIN = 0.1
 
 
 def trending(papers: Sequence, limit: int | None = None) -> Top:
@@ -72,7 +75,8 @@ def rerank(matches: Sequence[Match], total: int, features: EditionFeatures | Non
     kept.sort(key=lambda k: (-k[0], k[1]))
     shown = []
     for new_rank, (_, old_rank, match, i) in enumerate(kept):
-        if old_rank < n and new_rank < old_rank and i is not None and scores[i] > 0 and nearest[i] >= 0:
+        if (old_rank < n and new_rank < old_rank and i is not None and scores[i] > 0 and like[i] >= RESEMBLES_MIN
+                and nearest[i] >= 0):
             match = replace(match, resembles=model.liked_titles[int(nearest[i])])
         shown.append(match)
     return Top(shown, total + len(suggestions))
