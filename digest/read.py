@@ -55,7 +55,9 @@ def preview_topics(session: Session, topics: list[str] | str, limit=DEFAULT_MAX_
     the papers-per-email range. No topics: the edition's trending papers. With `subscriber` (the
     reader whose settings page this is), in their own order: their model and suggestions, as
     their digest would have them."""
-    cleaned = clean_topics(topics)
+    # No topics at all is a choice (the day's trending papers), not a mistake to report here.
+    blank = not (topics.strip() if isinstance(topics, str) else any(str(t).strip() for t in topics))
+    cleaned = [] if blank else clean_topics(topics)
     edition = latest_edition(session)
     if edition is None:
         return TopicPreview(None, [], 0)
