@@ -21,14 +21,21 @@ Not a test: nothing here asserts on figures. The machine may be shared: times ar
 
 from __future__ import annotations
 
-import argparse
-import json
-import random
-import resource
-import sys
-import time
-from datetime import date, datetime, timezone
-from pathlib import Path
+import os
+
+# One core, as the target says: numpy's BLAS would otherwise spread small products over threads
+# (and process_time would add up their CPU time).
+for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import random  # noqa: E402
+import resource  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from datetime import date, datetime, timezone  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -36,7 +43,10 @@ sys.path.insert(0, str(REPO))
 from digest.matching import EditionIndex, match_subscribers, rank  # noqa: E402
 from digest.models import Paper  # noqa: E402
 from digest.relevance import EditionFeatures, FeatureCache, ModelCache, fit, rerank  # noqa: E402
+from digest.relevance.model import paper_key  # noqa: E402
+from tests.factories import sample_records  # noqa: E402,F401  (the bundled sample's texts)
 
+BATCH = 100  # jobs per send_batch task
 CORPUS = REPO.parent / "shared" / "corpus"
 CARDS = 10  # the protocol counts the first 10 cards
 FIRST_COUNTED_DAY = 6
@@ -72,7 +82,7 @@ def quality(corpus: Path = CORPUS, verbose: bool = False) -> list[dict]:
         for number, day in enumerate(sorted(days), start=1):
             index, features = editions[day]
             matches = rank(index, topics)
-            cache.add([p for p in liked + disliked if p.id not in cache])
+            cache.add(liked + disliked, [paper_key(p) for p in liked + disliked])
             model = fit(liked, disliked, cache.matrix)
             shown = rerank(matches, len(matches), features, model, learn=True, suggest=True, limit=CARDS)
             twin = matches[:CARDS]
@@ -111,6 +121,100 @@ def print_quality(results: list[dict]) -> None:
               f"  twin {r['twin_relevant']:3d} / {r['twin_not']:3d}  ratio {r['ratio']:.2f}"
               f"  precision {r['learner_precision']:.2f} vs twin {r['twin_precision']:.2f}"
               f"  (suggestions {r['suggestions_relevant']} relevant / {r['suggestions_not']} not)")
+
+
+VOCABULARY = [
+    "pretraining", "diffusion", "speech OR audio", "reinforcement learning", "large language model",
+    "video generation", "multimodal", "agents", "reasoning", "benchmark", "retrieval augmented",
+    "vision transformer", "text-to-image", "robotics", "mixture of experts", "quantization",
+    "instruction tuning", "alignment", "chain of thought", "3D", "segmentation", "code generation",
+    "long context", "distillation", "world model", "embodied", "synthetic data", "hallucination",
+]
+
+
+def _synthetic_papers(n: int, prefix: str, rng: random.Random, edition: date) -> list[Paper]:
+    """Papers made of the bundled sample's real titles and abstract sentences, recombined."""
+    records = sample_records()
+    titles = [r["title"].split() for r in records]
+    sentences = [s.strip() for r in records for s in (r.get("abstract") or "").split(". ") if s.strip()]
+    names = sorted({a for r in records for a in r.get("authors") or []}) or ["Ana Ruiz"]
+    papers = []
+    for i in range(n):
+        title = " ".join(rng.choice(titles)[: rng.randint(3, 6)] + rng.choice(titles)[-rng.randint(2, 5):])
+        papers.append(Paper(id=f"{prefix}.{i:05d}", title=title, abstract=". ".join(rng.sample(sentences, 6)),
+                            authors=rng.sample(names, min(4, len(names))), categories=[], keywords=[],
+                            upvotes=rng.randint(0, 50), edition=edition, sources=["file"],
+                            published_at=datetime(2026, 11, 25, tzinfo=timezone.utc),
+                            updated_at=datetime(2026, 11, 25, tzinfo=timezone.utc)))
+    return papers
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def speed(args) -> None:
+    rng = random.Random(11)
+    started = time.perf_counter()
+    store = _synthetic_papers(args.store, "2610", rng, date(2026, 10, 1))
+    edition = _synthetic_papers(args.papers, "2611", rng, date(2026, 11, 26))
+    readers = {sid: rng.sample(VOCABULARY, rng.randint(1, 4)) for sid in range(1, args.subscribers + 1)}
+    marked = rng.sample(sorted(readers), int(args.subscribers * args.marked_share))
+    marks = {}
+    for sid in marked:
+        count = max(1, min(int(rng.expovariate(1 / args.marks)) + 1, 200))
+        papers = rng.sample(store, count)
+        marks[sid] = [(p, rng.random() < 0.6) for p in papers]
+    print(f"made {len(store):,} store papers, an edition of {len(edition):,}, {len(readers):,} readers, "
+          f"{len(marks):,} with {sum(map(len, marks.values())):,} marks ({time.perf_counter() - started:.1f} s, not counted)")
+
+    cpu = time.process_time()
+    index = EditionIndex.build(edition)
+    matches = match_subscribers(index, readers, limit=lambda sid: len(edition) if sid in marks else 10)
+    matching = time.process_time() - cpu
+    print(f"topic matching for everyone (today's cost, for comparison): {matching:.1f} s CPU")
+
+    vectors, models = FeatureCache(), ModelCache()
+
+    def one_pass(versions: dict[int, int]) -> tuple[float, int, int]:
+        cpu = time.process_time()
+        features = EditionFeatures.build(edition) if not hasattr(one_pass, "features") else one_pass.features
+        one_pass.features = features
+        fits_before = models.fits
+        suggestions = 0
+        ordered = sorted(marks)
+        for start in range(0, len(ordered), BATCH):  # as compose does: a batch's marks at once
+            batch, fitted = ordered[start:start + BATCH], {}
+            for sid in batch:
+                found, model = models.get((sid, "secret"), versions[sid])
+                if not found:
+                    papers = [p for p, _ in marks[sid]]
+                    vectors.add(papers, [paper_key(p) for p in papers])
+                    model = fit([p for p, liked in marks[sid] if liked], [p for p, liked in marks[sid] if not liked],
+                                vectors.matrix)
+                    models.put((sid, "secret"), versions[sid], model)
+                fitted[sid] = model
+            features.prepare(list(fitted.values()))
+            for sid in batch:
+                top = matches.get(sid, [])
+                shown = rerank(top, len(top), features, fitted[sid], learn=True, suggest=True, limit=10)
+                suggestions += sum(1 for m in shown if not m.topics)
+        return time.process_time() - cpu, models.fits - fits_before, suggestions
+
+    versions = {sid: 1 for sid in marks}
+    seconds, fits, suggestions = one_pass(versions)
+    print(f"pass 1 (cold): learning and scoring for {len(marks):,} readers with marks: {seconds:.1f} s CPU, "
+          f"{fits:,} fits, {vectors.computed:,} papers vectorized, {suggestions:,} suggestions; "
+          f"peak memory {_peak_mb():,.0f} MB")
+    print(f"  learning + scoring + topic matching for all {len(readers):,}: {seconds + matching:.1f} s CPU "
+          f"(target < 60 s on one core, < 2 GB)")
+    computed = vectors.computed
+    changed = set(rng.sample(sorted(marks), len(marks) // 100))  # 1% marked something since
+    for sid in changed:
+        versions[sid] += 1
+    seconds, fits, _ = one_pass(versions)
+    print(f"pass 2 (next batch, {len(changed):,} readers changed their marks): {seconds:.1f} s CPU, {fits:,} refits, "
+          f"{vectors.computed - computed:,} papers vectorized; peak memory {_peak_mb():,.0f} MB")
 
 
 def main() -> None:

@@ -238,6 +238,12 @@ class DigestComposer:
             if not job.subscriber.topics:
                 papers = [paper for day in sorted(data, reverse=True) if day in job.editions for paper in data[day].papers]
                 per_job[job.delivery_id] = trending(papers, None if job.delivery_id in learning else cut[job.delivery_id])
+        # Each marked paper of the batch is compared with each edition once, in one product per
+        # edition (then every reader's scores are rows of it).
+        for day in {day for job in jobs if job.delivery_id in learning for day in job.editions if day in data}:
+            if data[day].papers:
+                self.features(data[day]).prepare(
+                    [models[job.subscriber.id] for job in jobs if job.delivery_id in learning and day in job.editions])
         for job in jobs:
             if job.delivery_id in learning:
                 subscriber = job.subscriber

@@ -76,7 +76,11 @@ class ReaderModel:
         kept = self._thresholds.get(key)
         if kept is None or kept[0] is not features:
             liked = features.weigh(self.liked_tf)
-            pairs = (liked @ liked.T).toarray()
+            # The Gram matrix on the columns the liked papers use: a transpose of a 2**20-column
+            # sparse matrix would cost a pass over every column.
+            used, compact = np.unique(liked.indices, return_inverse=True)
+            narrow = sp.csr_matrix((liked.data, compact, liked.indptr), shape=(liked.shape[0], len(used)))
+            pairs = (narrow @ narrow.T).toarray()  # sparse: a BLAS call this small costs more in threads
             np.fill_diagonal(pairs, -1.0)
             loo = pairs.max(axis=1)
             value = max(float(np.quantile(loo, THRESHOLD_QUANTILE)), THRESHOLD_FLOOR)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from operator import attrgetter
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from digest.relevance.model import ReaderModel
 # topic point; a paper closest to a "Less like this" falls by as much.
 MODEL_WEIGHT = 4.0
 MAX_SUGGESTIONS = 3
+_PAPER = attrgetter("paper")
 # A match that rose says which liked paper it resembles only when the resemblance is one a reader
 # would see (two papers of one field share this much); below, it rose on common words.
 RESEMBLES_MIN = 0.1
@@ -29,10 +31,6 @@ def trending(papers: Sequence, limit: int | None = None) -> Top:
     ordered = sorted(papers, key=lambda p: (-(p.upvotes or 0), p.id))
     cut = ordered if limit is None else ordered[:limit]
     return Top([Match(p, float(p.upvotes or 0), (), ()) for p in cut], len(papers))
-
-
-def _is_trending(match: Match) -> bool:
-    return not match.topics and match.resembles is None
 
 
 def rerank(matches: Sequence[Match], total: int, features: EditionFeatures | None,
@@ -49,20 +47,37 @@ def rerank(matches: Sequence[Match], total: int, features: EditionFeatures | Non
     scores, like, nearest = model.scores(features)
     position = features.position
     n = len(matches)
+    ids = []
     keyed = []
+    # Matches come best first; a match can gain at most MODEL_WEIGHT * the edition's best score,
+    # so once the topic scores fall that far below the limit-th key so far, none of the rest can
+    # be shown (most of a broad topic's matches are never looked at).
+    best_gain = MODEL_WEIGHT * max(float(scores.max()), 0.0)
+    floor = None
     for rank_, match in enumerate(matches):
-        i = position.get(match.paper.id)
+        trend = not match.topics and match.resembles is None
+        base = (n - rank_) / n if trend else float(match.score)
+        if floor is not None and base + best_gain < floor:
+            break
+        pid = match.paper.id
+        ids.append(pid)
+        i = position.get(pid)
         s = float(scores[i]) if i is not None else 0.0
-        base = (n - rank_) / n if _is_trending(match) else float(match.score)
         keyed.append((base + MODEL_WEIGHT * s, rank_, match, i))
+        if len(keyed) >= limit and (len(keyed) == limit or len(keyed) % 64 == 0):
+            floor = sorted((k[0] for k in keyed), reverse=True)[limit - 1]
     suggestions = []
     threshold = model.threshold(features) if suggest else None
     if threshold is not None:
-        taken = {match.paper.id for match in matches} | set(model.liked) | set(model.disliked)
+        taken = set(ids) | set(model.liked) | set(model.disliked)
+        # The matches not looked at, by identity (the candidates are the same Paper objects as the
+        # matches' in every caller): cheaper than reading each one's id.
+        unread = set(map(id, map(_PAPER, matches[len(ids):])))
         eligible = np.flatnonzero((like >= threshold) & (scores > 0))
-        for i in sorted(eligible, key=lambda i: (-float(like[i]), features.papers[i].id)):
+        # Most similar first; among equals, the edition's order (its papers come sorted by id).
+        for i in eligible[np.argsort(-like[eligible], kind="stable")]:
             paper = features.papers[i]
-            if paper.id in taken:
+            if id(paper) in unread or paper.id in taken:
                 continue
             title = model.liked_titles[int(nearest[i])]
             suggestion = Match(paper, round(float(like[i]), 3), (), (), resembles=title)
