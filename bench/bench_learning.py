@@ -2,6 +2,7 @@
 
     python bench/bench_learning.py                     # speed: 100,000 subscribers, 20% with marks
     python bench/bench_learning.py --quality           # quality: the corpus protocol, offline
+    python bench/bench_learning.py --linear            # the per-reader linear models not chosen, timed
     python bench/bench_learning.py -n 20000 --papers 500 --store 10000
 
 Speed: N subscribers, a share of them (--marked-share, default 0.2) with ~15 marks (Poisson) on
@@ -217,9 +218,35 @@ def speed(args) -> None:
           f"{vectors.computed - computed:,} papers vectorized; peak memory {_peak_mb():,.0f} MB")
 
 
+def linear_models(readers: int = 100) -> None:
+    """The alternative not chosen, timed: a linear model per reader over their 15 marks and the
+    edition's 1,000 papers as negatives (arxiv-sanity-lite's recipe), fitted and scoring the edition."""
+    import numpy as np
+    import scipy.sparse as sp
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import LinearSVC
+
+    from digest.relevance import vectorize
+
+    rng = random.Random(1)
+    edition = _synthetic_papers(1000, "2611", rng, date(2026, 11, 26))
+    store = vectorize(_synthetic_papers(2000, "2610", rng, date(2026, 10, 1)))
+    features = EditionFeatures.build(edition)
+    for name, make in (("logistic regression", lambda: LogisticRegression(max_iter=100)),
+                       ("linear SVM", lambda: LinearSVC(C=0.1))):
+        cpu = time.process_time()
+        for _ in range(readers):
+            marked = features.weigh(store[rng.sample(range(store.shape[0]), 15)])
+            x = sp.vstack([marked, features.matrix])
+            y = np.concatenate([np.array([1] * 9 + [0] * 6), np.zeros(features.matrix.shape[0])])
+            make().fit(x, y).decision_function(features.matrix)
+        print(f"{name}: {(time.process_time() - cpu) / readers * 1000:.1f} ms CPU per reader")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quality", action="store_true", help="the corpus protocol instead of the speed run")
+    parser.add_argument("--linear", action="store_true", help="time per-reader linear models instead")
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("-n", "--subscribers", type=int, default=100_000)
     parser.add_argument("--marked-share", type=float, default=0.2)
@@ -229,6 +256,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.quality:
         print_quality(quality(verbose=args.verbose))
+        return
+    if args.linear:
+        linear_models()
         return
     speed(args)
 
