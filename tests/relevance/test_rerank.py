@@ -143,13 +143,18 @@ text = st.lists(st.sampled_from(WORDS), min_size=1, max_size=8).map(" ".join)
        upvotes=st.data(), limit=st.integers(min_value=1, max_value=12))
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_no_marks_is_exactly_todays_ranking(titles, abstracts, topics, upvotes, limit):
-    """A reader with no marks (no model) gets the ranking topic matching gives, cut the same way;
-    a reader without topics gets trending, untouched."""
+    """A reader with no marks (no model), or with learning off, gets the ranking topic matching
+    gives, cut the same way; a reader without topics gets trending, untouched."""
     edition = [paper(id=f"2611.{i:05d}", title=t, abstract=abstracts.draw(text),
                      upvotes=upvotes.draw(st.integers(0, 5))) for i, t in enumerate(titles)]
     features = EditionFeatures.build(edition)
     matches = rank(EditionIndex.build(edition), topics)
     assert fit([], [], FeatureCache().matrix) is None
+    # Learning off: the reader's marks change nothing, whatever they are.
+    marks = model_of(edition[:2], edition[2:3])
+    for suggest in (True, False):
+        shown = rerank(matches, len(matches), features, marks, learn=False, suggest=suggest, limit=limit)
+        assert list(shown) == matches[:limit] and shown.total == len(matches)
     for learn in (True, False):
         for suggest in (True, False):
             shown = rerank(matches, len(matches), features, None, learn=learn, suggest=suggest, limit=limit)
