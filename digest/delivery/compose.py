@@ -251,7 +251,8 @@ class DigestComposer:
                 parts = [self.features(data[day]) for day in days]
                 candidates = parts[0] if len(parts) == 1 else Window(parts) if parts else None
                 matches = per_job[job.delivery_id]
-                # A reader without topics has only "suggestions": their whole window is trending.
+                # No suggestions for a reader without topics: their whole window is already a
+                # candidate (trending), which the model reorders.
                 per_job[job.delivery_id] = rerank(
                     matches, matches.total, candidates, models[subscriber.id],
                     learn=True, suggest=subscriber.suggest_beyond_topics and bool(subscriber.topics),
