@@ -3,11 +3,14 @@ with the machine's limit: the same number of already-built messages over one smt
 
     python bench/bench_send.py                 # 100,000 subscribers, 1,000 papers
     python bench/bench_send.py -n 20000 --skip-celery
+    python bench/bench_send.py --marked-share 0     # nobody has marks (learning costs nothing)
 
 It creates a PostgreSQL database of its own (dropped at the end), N subscribers with 1-4 topics
 from a realistic vocabulary, one closed edition of 1,000 papers (the bundled sample's texts,
-recombined), starts `smtp-sink -u nobody 127.0.0.1:PORT 1000`, and prints the rates, their ratio
-and the peak memory of each run. Target: the pipeline at >= 70 % of the limit, under 1 GB. The
+recombined), 20 % of the subscribers (--marked-share) with ~15 "More/Less like this" marks on
+5,000 older papers of the store (--store-papers), so that the figures are with learning on;
+starts `smtp-sink -u nobody 127.0.0.1:PORT 1000`, and prints the rates, their ratio and the
+peak memory of each run. Target: the pipeline at >= 70 % of the limit, under 1 GB. The
 limit is measured before and again after the pipelines; ratios are against the higher one.
 It also prints a stricter yardstick: the prebuilt messages through digest's own transport, which
 pipelines MAIL/RCPT/DATA when the server offers it (smtp-sink does), as `digest send` does.
@@ -64,7 +67,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def make_papers(count: int, edition, seed: int = 7) -> list[dict]:
+def make_papers(count: int, edition, seed: int = 7, prefix: str = "2611") -> list[dict]:
     records = [json.loads(line) for line in (REPO / "samples" / "papers.jsonl").read_text().splitlines() if line]
     rng = random.Random(seed)
     papers = []
@@ -74,7 +77,7 @@ def make_papers(count: int, edition, seed: int = 7) -> list[dict]:
         sentences = (base["abstract"] + " " + other["abstract"]).split(". ")
         rng.shuffle(sentences)
         papers.append({
-            "id": f"2611.{n:05d}",
+            "id": f"{prefix}.{n:05d}",
             "title": base["title"] if n < len(records) else f"{base['title'].split(':')[0]}: {other['title']}",
             "abstract": ". ".join(sentences[:8]),
             "authors": base.get("authors", []),
@@ -88,11 +91,12 @@ def make_papers(count: int, edition, seed: int = 7) -> list[dict]:
     return papers
 
 
-def populate(database_url: str, subscribers: int, papers: int) -> None:
+def populate(database_url: str, subscribers: int, papers: int, marked_share: float = 0.0,
+             store_papers: int = 0) -> None:
     from sqlalchemy import insert
 
     from digest.db import make_engine, upgrade
-    from digest.models import Paper, Subscriber, SubscriberStatus, Topic
+    from digest.models import Feedback, Paper, Subscriber, SubscriberStatus, Topic
 
     engine = make_engine(database_url)
     upgrade(engine)
@@ -101,6 +105,11 @@ def populate(database_url: str, subscribers: int, papers: int) -> None:
     rng = random.Random(11)
     with engine.begin() as connection:
         connection.execute(insert(Paper), make_papers(papers, edition))
+        # Older papers of the store, which readers marked in earlier digests (learning on).
+        older = make_papers(store_papers, edition - timedelta(days=30), seed=8, prefix="2610") if store_papers else []
+        for start in range(0, len(older), 5000):
+            connection.execute(insert(Paper), older[start:start + 5000])
+        older_ids = [paper["id"] for paper in older]
         chunk = 5000
         for start in range(1, subscribers + 1, chunk):
             ids = range(start, min(start + chunk, subscribers + 1))
@@ -115,6 +124,18 @@ def populate(database_url: str, subscribers: int, papers: int) -> None:
                 for position, query in enumerate(rng.sample(VOCABULARY, rng.randint(1, 4))):
                     topics.append({"subscriber_id": i, "query": query, "position": position})
             connection.execute(insert(Topic), topics)
+            marks, versions = [], []
+            for i in ids:
+                if older_ids and rng.random() < marked_share:
+                    count = max(1, min(int(rng.expovariate(1 / 15)) + 1, 100))  # ~15 on average
+                    for paper_id in rng.sample(older_ids, min(count, len(older_ids))):
+                        marks.append({"subscriber_id": i, "paper_id": paper_id, "liked": rng.random() < 0.6,
+                                      "source": "email", "created_at": now - timedelta(days=2)})
+                    versions.append(i)
+            if marks:
+                connection.execute(insert(Feedback), marks)
+                connection.execute(
+                    Subscriber.__table__.update().where(Subscriber.id.in_(versions)).values(feedback_version=1))
         if connection.dialect.name == "postgresql":
             connection.exec_driver_sql("SELECT setval('subscribers_id_seq', (SELECT max(id) FROM subscribers))")
     if engine.dialect.name == "postgresql":
@@ -123,7 +144,7 @@ def populate(database_url: str, subscribers: int, papers: int) -> None:
         # make PostgreSQL scan every topic row for each batch. Deliveries stay as on a fresh
         # install: empty (dispatch takes care of its statistics).
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            connection.exec_driver_sql("ANALYZE papers, subscribers, topics")
+            connection.exec_driver_sql("ANALYZE papers, subscribers, topics, feedback")
     engine.dispose()
 
 
@@ -276,6 +297,9 @@ def main() -> None:
     parser.add_argument("--papers", type=int, default=1000)
     parser.add_argument("--skip-celery", action="store_true")
     parser.add_argument("--keep-db", action="store_true")
+    parser.add_argument("--marked-share", type=float, default=0.2,
+                        help="share of subscribers with ~15 marks on older store papers (learning on; 0: none)")
+    parser.add_argument("--store-papers", type=int, default=5000, help="older papers in the store, to be marked")
     args = parser.parse_args()
 
     name = f"digest_bench_{os.getpid()}"
@@ -299,8 +323,11 @@ def main() -> None:
     }
     try:
         t = time.perf_counter()
-        populate(database_url, args.subscribers, args.papers)
-        print(f"populated {args.subscribers} subscribers, {args.papers} papers in {time.perf_counter() - t:.1f} s")
+        populate(database_url, args.subscribers, args.papers, args.marked_share,
+                 args.store_papers if args.marked_share > 0 else 0)
+        print(f"populated {args.subscribers} subscribers ({args.marked_share:.0%} with ~15 marks each on "
+              f"{args.store_papers if args.marked_share > 0 else 0} older papers), {args.papers} papers in "
+              f"{time.perf_counter() - t:.1f} s")
         messages = sample_messages(database_url, env)
         size = sum(map(len, messages)) / len(messages)
         load = os.getloadavg()[0]

@@ -4,16 +4,18 @@ Routes and commands call one function here each."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from digest.delivery import topic_matches
+from digest.delivery import reader_model, topic_matches
 from digest.editions import latest_edition
+from digest.errors import DigestError
 from digest.matching import EditionIndex, Match, PreviewTimeout, parse_query, rank
 from digest.models import Delivery, DeliveryStatus, Paper, Subscriber, SubscriberStatus, Suppression, Topic
+from digest.relevance import EditionFeatures, reason, rerank
 from digest.subscriptions import DEFAULT_MAX_PAPERS, clean_topics, page_limit
 
 
@@ -42,34 +44,58 @@ class TopicPreview:
     papers: list[Paper]
     total: int  # all matches; `papers` is cut at the subscriber's limit
     too_slow: bool = False  # the preview ran out of its budget: nothing to show (the digest is unaffected)
+    # Why each paper is there, in `papers`' order: "matched: ...", "Like: <title>", "N upvotes".
+    reasons: list[str] = field(default_factory=list)
 
 
 def preview_topics(session: Session, topics: list[str] | str, limit=DEFAULT_MAX_PAPERS,
-                   budget: float = PREVIEW_BUDGET) -> TopicPreview:
+                   budget: float = PREVIEW_BUDGET, subscriber: Subscriber | None = None) -> TopicPreview:
     """The papers the newest edition would have sent for these topics (TopicErrors if one is bad),
     computed within `budget` seconds. `limit` may come straight from a request: it is kept within
-    the papers-per-email range."""
-    cleaned = clean_topics(topics)
+    the papers-per-email range. No topics: the edition's trending papers. With `subscriber` (the
+    reader whose settings page this is), in their own order: their model and suggestions, as
+    their digest would have them."""
+    # No topics at all is a choice (the day's trending papers), not a mistake to report here.
+    blank = not (topics.strip() if isinstance(topics, str) else any(str(t).strip() for t in topics))
+    cleaned = [] if blank else clean_topics(topics)
     edition = latest_edition(session)
     if edition is None:
         return TopicPreview(None, [], 0)
     try:
         shown, total = topic_matches(session, cleaned, edition, page_limit(limit, DEFAULT_MAX_PAPERS),
-                                     budget=budget)
+                                     budget=budget, subscriber=subscriber)
     except PreviewTimeout:
         return TopicPreview(edition, [], 0, too_slow=True)
-    return TopicPreview(edition, [match.paper for match in shown], total)
+    return TopicPreview(edition, [match.paper for match in shown], total, reasons=[reason(m) for m in shown])
 
 
-def search(session: Session, query: str, edition: date | None = None, limit: int | None = None) -> list[Match]:
+def search(session: Session, query: str, edition: date | None = None, limit: int | None = None,
+           reader: str | None = None) -> list[Match]:
     """Every paper of the store (or of one edition) that the query matches, in digest order.
-    Raises QueryError before touching the store when the query does not parse."""
+    Raises QueryError before touching the store when the query does not parse.
+
+    With `reader` (an email address), in that reader's own order: their model (when they have
+    marks and learning on) reorders the matches and says which liked paper each one resembles
+    (`reason(match)` gives the card's words)."""
     topic = parse_query(query).text
+    subscriber = None
+    if reader is not None:
+        subscriber = session.scalar(select(Subscriber).where(Subscriber.email == reader.strip().lower()))
+        if subscriber is None:
+            raise DigestError(f"no subscriber with the address {reader!r} (see `digest subscribe`)")
     statement = select(Paper).order_by(Paper.id)
     if edition is not None:
         statement = statement.where(Paper.edition == edition)
     papers = session.scalars(statement).all()
-    return rank(EditionIndex.build(papers), [topic], limit)
+    matches = rank(EditionIndex.build(papers), [topic])
+    model = reader_model(session, subscriber) if subscriber is not None else None
+    if model is None:
+        return matches if limit is None else matches[:limit]
+    # The candidates are the matches themselves: a search shows what the query matched, ordered
+    # as this reader's digest would order it, not suggestions beyond it.
+    features = EditionFeatures.build([match.paper for match in matches])
+    return list(rerank(matches, len(matches), features, model, learn=True, suggest=False,
+                       limit=len(matches) if limit is None else limit))
 
 
 def stats(session: Session) -> dict:

@@ -6,9 +6,13 @@ from datetime import date
 
 import pytest
 
+from sqlalchemy import update
+
 from digest.matching import QueryError
-from digest.models import SubscriberStatus
-from digest.read import search, stats
+from digest.models import Feedback, Subscriber, SubscriberStatus
+from digest.read import preview_topics, search, stats
+from tests.delivery.helpers import EDITION, add_sample_papers
+from tests.delivery.test_compose_relevance import older_papers
 from tests.factories import make_paper, make_subscriber
 
 
@@ -56,3 +60,28 @@ def test_stats_count_by_status(session, settings):
     figures = stats(session)
     assert figures["subscribers"] == {"pending": 1, "active": 1, "unsubscribed": 0}
     assert figures["top_topics"][0] == {"topic": "agents", "subscribers": 2}
+
+
+def test_the_settings_preview_of_a_reader_is_in_their_own_order_with_reasons(session):
+    edition = add_sample_papers(session, EDITION)
+    liked, disliked = older_papers(session)
+    reader = make_subscriber(session, "reader@example.org", ["pretraining"])
+    session.add_all([Feedback(subscriber_id=reader.id, paper_id=p.id, liked=True) for p in liked])
+    session.add_all([Feedback(subscriber_id=reader.id, paper_id=p.id, liked=False) for p in disliked])
+    session.execute(update(Subscriber).where(Subscriber.id == reader.id).values(feedback_version=1))
+    session.flush()
+    session.refresh(reader)
+    anyone = preview_topics(session, "pretraining", 10)
+    theirs = preview_topics(session, "pretraining", 10, subscriber=reader)
+    assert theirs.papers != anyone.papers and len(theirs.papers) == 10
+    assert len(theirs.reasons) == 10 and all(r.startswith("matched: ") for r in anyone.reasons)
+    assert any(r.endswith(f"Like: {liked[2].title}") or r.endswith(f"Like: {liked[0].title}") for r in theirs.reasons)
+    # Learning off: the reader previews what anyone with these topics would get.
+    session.execute(update(Subscriber).where(Subscriber.id == reader.id).values(learn_from_feedback=False))
+    session.refresh(reader)
+    assert preview_topics(session, "pretraining", 10, subscriber=reader).papers == anyone.papers
+    # No topics: the edition's trending papers, each with its upvotes.
+    hot = preview_topics(session, "", 3)
+    assert hot.papers == sorted(edition, key=lambda p: (-p.upvotes, p.id))[:3]
+    assert hot.total == len(edition)
+    assert hot.reasons == [f"{p.upvotes} upvote{'s' if p.upvotes != 1 else ''}" for p in hot.papers]

@@ -10,6 +10,7 @@ from digest.cli import main
 from digest.cli.common import sessions
 from digest.read import search as search_papers
 from digest.matching.results import Match
+from digest.relevance import reason
 
 
 def _as_json(match: Match) -> dict:
@@ -25,6 +26,8 @@ def _as_json(match: Match) -> dict:
         "published_at": paper.published_at.isoformat() if paper.published_at else None,
         "edition": paper.edition.isoformat() if paper.edition else None,
         "url": paper.abs_url,
+        "resembles": match.resembles,
+        "reason": reason(match),
     }
 
 
@@ -34,19 +37,19 @@ def _as_json(match: Match) -> dict:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of lines.")
 @click.option("--edition", type=click.DateTime(["%Y-%m-%d"]), help="Only papers of this edition (YYYY-MM-DD).")
 @click.option("--limit", type=click.IntRange(min=1), help="At most N papers (default: all).")
-def search(query: str, as_json: bool, edition, limit: int | None) -> None:
+@click.option("--for", "reader", metavar="EMAIL", help="In this reader's own order (their marks), with each reason.")
+def search(query: str, as_json: bool, edition, limit: int | None, reader: str | None) -> None:
     """Every stored paper that QUERY matches, in digest order, with the words that matched.
 
     QUERY uses the topic language: words (all must occur), OR, "phrases", -exclusions,
     (groups), title: abstract: author: category: fields, and prefix* (docs/query-language.md)."""
     _, factory = sessions()
     with factory() as session:
-        matches = search_papers(session, query, edition.date() if edition else None, limit)
+        matches = search_papers(session, query, edition.date() if edition else None, limit, reader=reader)
         if as_json:
             click.echo(json.dumps([_as_json(match) for match in matches], ensure_ascii=False, indent=2))
             return
         for match in matches:
-            words = ", ".join(match.matched)
             click.echo(f"{match.score:4.1f}  {match.paper.id}  {match.paper.title}")
-            click.echo(f"      matched: {words}")
+            click.echo(f"      {reason(match)}")
         click.echo(f"{len(matches)} paper{'s' if len(matches) != 1 else ''} matched")

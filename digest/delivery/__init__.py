@@ -18,6 +18,7 @@ from digest.delivery.compose import (
     composer_for,
     edition_page,
     preview_digest,
+    reader_model,
     topic_matches,
 )
 from digest.delivery.due import DispatchReport, create_edition_rows, dispatch, schedule_unscheduled, sweep
@@ -45,6 +46,7 @@ __all__ = [
     "dispatch",
     "edition_page",
     "preview_digest",
+    "reader_model",
     "schedule_unscheduled",
     "send_batch",
     "send_now",

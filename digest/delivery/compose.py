@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from sqlalchemy import Integer, func, select
+from sqlalchemy import Integer, String, func, select
 from sqlalchemy.orm import Session
 
 from digest.config import Settings
@@ -40,7 +40,18 @@ from digest.mail import (
 )
 from digest.matching import Match, match_subscribers, preview
 from digest.matching.rank import Top
-from digest.models import Delivery, Frequency, Subscriber, SubscriberStatus, Topic
+from digest.models import Delivery, Feedback, Frequency, Paper, Subscriber, SubscriberStatus, Topic
+from digest.relevance import (
+    EditionFeatures,
+    FeatureCache,
+    ModelCache,
+    ReaderModel,
+    Window,
+    fit,
+    paper_key,
+    rerank,
+    trending,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +71,16 @@ class Recipient:
     confirmed_at: datetime | None
     created_at: datetime | None
     topics: list[str] = field(default_factory=list)
+    # The reader's two choices about relevance, and the version of their marks (bumped on every
+    # change: a model fitted for this version is still theirs).
+    learn_from_feedback: bool = True
+    suggest_beyond_topics: bool = True
+    feedback_version: int = 0
+
+    @property
+    def learns(self) -> bool:
+        """Whether this reader's digest depends on their marks at all."""
+        return bool(self.learn_from_feedback and self.feedback_version)
 
     @classmethod
     def of(cls, subscriber: Subscriber, topics: Sequence[str] | None = None) -> Recipient:
@@ -68,7 +89,13 @@ class Recipient:
             subscriber.id, subscriber.email, subscriber.status, subscriber.link_secret, subscriber.max_papers,
             subscriber.notify_empty, subscriber.frequency, subscriber.confirmed_at, subscriber.created_at,
             list(topics) if topics is not None else [t.query for t in subscriber.topics],
+            _on(subscriber.learn_from_feedback), _on(subscriber.suggest_beyond_topics),
+            subscriber.feedback_version or 0,
         )
+
+
+def _on(choice: bool | None) -> bool:
+    return True if choice is None else bool(choice)  # a row not yet flushed: the column's default
 
 
 @dataclass
@@ -111,6 +138,11 @@ class DigestComposer:
         # editions' indexes: matching and the renderers' caches are pure Python, so one lock for
         # all costs no parallelism.
         self.lock = self.cache.lock
+        # Relevance, per process: the marked papers' vectors, the readers' fitted models (refit
+        # only when their feedback_version changed) and each edition's features.
+        self.vectors = FeatureCache()
+        self.models = ModelCache()
+        self._features: dict[date, tuple[tuple, EditionFeatures]] = {}
 
     def editions(self, session: Session, editions) -> dict[date, Edition]:
         return self.cache.get(session, editions)
@@ -124,16 +156,71 @@ class DigestComposer:
                 del self._renderers[stale]  # its edition left the cache
         return kept[1]
 
+    def features(self, edition: Edition) -> EditionFeatures:
+        """The edition's text features, built once per edition version (as its match index)."""
+        kept = self._features.get(edition.day)
+        if kept is None or kept[0] != edition.version:
+            kept = self._features[edition.day] = (edition.version, EditionFeatures.build(edition.papers))
+            for stale in [d for d in self._features if self.cache.cached(d) is None and d != edition.day]:
+                del self._features[stale]  # its edition left the cache
+        return kept[1]
+
+    def reader_models(self, session: Session, recipients: Sequence[Recipient]) -> dict[int, ReaderModel | None]:
+        """The models of the readers who learn (learning on, some marks), by subscriber id. Those
+        whose model is cached at their feedback_version cost a lookup; the others' marks are read
+        in one query, the marked papers in one more, and only papers never seen are vectorized."""
+        models: dict[int, ReaderModel | None] = {}
+        refit: dict[int, Recipient] = {}
+        for recipient in recipients:
+            if not recipient.learns or recipient.id in models:
+                continue
+            found, model = self.models.get((recipient.id, recipient.link_secret), recipient.feedback_version)
+            if found:
+                models[recipient.id] = model
+            else:
+                refit[recipient.id] = recipient
+        if not refit:
+            return models
+        marks: dict[int, list[tuple[str, bool]]] = {sid: [] for sid in refit}
+        for subscriber_id, paper_id, liked in session.execute(
+            select(Feedback.subscriber_id, Feedback.paper_id, Feedback.liked)
+            .where(ledger.among(session, Feedback.subscriber_id, list(refit), Integer))
+            .order_by(Feedback.subscriber_id, Feedback.created_at, Feedback.paper_id)
+        ):
+            marks[subscriber_id].append((paper_id, liked))
+        wanted = sorted({paper_id for rows in marks.values() for paper_id, _ in rows})
+        papers = {}
+        if wanted:
+            papers = {paper.id: paper for paper in session.execute(
+                select(Paper.id, Paper.title, Paper.abstract, Paper.authors, Paper.updated_at)
+                .where(ledger.among(session, Paper.id, wanted, String))
+            )}
+            self.vectors.add(list(papers.values()), [paper_key(p) for p in papers.values()])
+        for subscriber_id, recipient in refit.items():
+            rows = [(papers[pid], liked) for pid, liked in marks[subscriber_id] if pid in papers]
+            model = fit([p for p, liked in rows if liked], [p for p, liked in rows if not liked], self.vectors.matrix)
+            self.models.put((recipient.id, recipient.link_secret), recipient.feedback_version, model)
+            models[subscriber_id] = model
+        return models
+
     def match(self, session: Session, jobs: Sequence[Job], full: bool = False) -> dict[int, Top]:
-        """Each job's matches across its window, best first, cut to what the email shows (all of
-        them with `full`), `total` counting every match. Matching ranks within an edition; across
-        editions the newer edition's papers come first among equal scores."""
+        """Each job's digest across its window, best first, cut to what the email shows (all of
+        them with `full`), `total` counting every paper it could show. Matching ranks within an
+        edition; across editions the newer edition's papers come first among equal scores.
+        A reader without topics gets the window's papers by upvotes (trending); a reader who
+        learns from their marks gets them reranked by their model (digest.relevance.rerank)."""
         data = self.editions(session, (e for job in jobs for e in job.editions))
+        models = self.reader_models(session, [job.subscriber for job in jobs])
+        learning = {job.delivery_id for job in jobs if models.get(job.subscriber.id) is not None}
         # A digest shows max_papers: each edition's first max_papers hold the window's first
-        # max_papers (the merge below keeps each edition's order), `total` counts the rest.
-        shown = {job.delivery_id: max(job.subscriber.max_papers, 1) for job in jobs}
+        # max_papers (the merge below keeps each edition's order), `total` counts the rest. A
+        # reader's model may lift any match: theirs are not cut before it has seen them all.
+        most = max((len(edition.papers) for edition in data.values()), default=1)
+        cut = {job.delivery_id: most if full else max(job.subscriber.max_papers, 1) for job in jobs}
+        shown = {job.delivery_id: most if job.delivery_id in learning else max(job.subscriber.max_papers, 1)
+                 for job in jobs}
         if full:
-            shown = {key: max(len(edition.papers) for edition in data.values()) if data else 1 for key in shown}
+            shown = {key: most for key in shown}
         per_job: dict[int, Top] = {job.delivery_id: Top() for job in jobs}
         sources: dict[int, int] = {job.delivery_id: 0 for job in jobs}  # editions that matched, per job
         for day in sorted(data, reverse=True):
@@ -148,6 +235,30 @@ class DigestComposer:
         for job in jobs:
             if sources[job.delivery_id] > 1:  # one edition's matches come ranked already
                 per_job[job.delivery_id].sort(key=lambda m: -m.score)  # stable among equals
+        for job in jobs:
+            if not job.subscriber.topics:
+                papers = [paper for day in sorted(data, reverse=True) if day in job.editions for paper in data[day].papers]
+                per_job[job.delivery_id] = trending(papers, None if job.delivery_id in learning else cut[job.delivery_id])
+        # Each marked paper of the batch is compared with each edition once, in one product per
+        # edition (then every reader's scores are rows of it).
+        for day in {day for job in jobs if job.delivery_id in learning for day in job.editions if day in data}:
+            if data[day].papers:
+                self.features(data[day]).prepare(
+                    [models[job.subscriber.id] for job in jobs if job.delivery_id in learning and day in job.editions])
+        for job in jobs:
+            if job.delivery_id in learning:
+                subscriber = job.subscriber
+                days = [day for day in sorted(data) if day in job.editions and data[day].papers]
+                parts = [self.features(data[day]) for day in days]
+                candidates = parts[0] if len(parts) == 1 else Window(parts) if parts else None
+                matches = per_job[job.delivery_id]
+                # No suggestions for a reader without topics: their whole window is already a
+                # candidate (trending), which the model reorders.
+                per_job[job.delivery_id] = rerank(
+                    matches, matches.total, candidates, models[subscriber.id],
+                    learn=True, suggest=subscriber.suggest_beyond_topics and bool(subscriber.topics),
+                    limit=cut[job.delivery_id],
+                )
         return per_job
 
     def context(self, job: Job, matches: list, full: bool = False) -> DigestContext:
@@ -258,9 +369,12 @@ def _recipients(session: Session, subscriber_ids: list[int]) -> dict[int, Recipi
         select(
             Subscriber.id, Subscriber.email, Subscriber.status, Subscriber.link_secret, Subscriber.max_papers,
             Subscriber.notify_empty, Subscriber.frequency, Subscriber.confirmed_at, Subscriber.created_at,
+            Subscriber.learn_from_feedback, Subscriber.suggest_beyond_topics, Subscriber.feedback_version,
         ).where(ledger.among(session, Subscriber.id, subscriber_ids, Integer))
     ):
-        recipients[row.id] = Recipient(*row)
+        *plain, learn, suggest, version = row
+        recipients[row.id] = Recipient(*plain, learn_from_feedback=_on(learn), suggest_beyond_topics=_on(suggest),
+                                       feedback_version=version or 0)
     for subscriber_id, query in session.execute(
         select(Topic.subscriber_id, Topic.query)
         .where(ledger.among(session, Topic.subscriber_id, subscriber_ids, Integer))
@@ -364,15 +478,38 @@ def edition_page(session: Session, settings: Settings, subscriber: Subscriber, e
 
 
 def topic_matches(session: Session, topics: Sequence[str], edition: date, limit: int,
-                  budget: float | None = None) -> tuple[list[Match], int]:
+                  budget: float | None = None, subscriber: Subscriber | None = None) -> tuple[list[Match], int]:
     """What `topics` (typed, not yet saved) would send from `edition`: the first `limit` matches
     and how many there are in all, in digest order (matching.preview: the same papers and order
     as the digest, without the explanations a list of titles does not show, and without keeping
-    anything in the edition's caches). PreviewTimeout past `budget` seconds of CPU time."""
+    anything in the edition's caches). PreviewTimeout past `budget` seconds of CPU time.
+
+    No topics: the edition's trending papers. With `subscriber` (the reader previewing their
+    own settings), their model reorders the list and adds their suggestions, as their digest
+    would; `resembles` says which liked paper a match is like."""
     composer = composer_for_matching()
+    recipient = Recipient.of(subscriber, topics) if subscriber is not None else None
+    model = None
+    if recipient is not None and recipient.learns:
+        model = composer.reader_models(session, [recipient]).get(recipient.id)
     with composer.lock:
         data = composer.editions(session, [edition]).get(edition)
         if data is None or not data.papers:
             return [], 0
-        top = preview(data.index.overlay(), list(topics), limit, budget)
+        if not topics:
+            top = trending(data.papers, None if model is not None else limit)
+        else:
+            top = preview(data.index.overlay(), list(topics), len(data.papers) if model is not None else limit, budget)
+        if model is not None:
+            top = rerank(top, top.total, composer.features(data), model, learn=True,
+                         suggest=recipient.suggest_beyond_topics and bool(topics), limit=limit)
     return list(top), top.total
+
+
+def reader_model(session: Session, subscriber: Subscriber | Recipient) -> ReaderModel | None:
+    """A reader's model as their digest uses it (None: no marks, or learning off): for the views
+    of one reader (`digest search --for`)."""
+    recipient = subscriber if isinstance(subscriber, Recipient) else Recipient.of(subscriber)
+    if not recipient.learns:
+        return None
+    return composer_for_matching().reader_models(session, [recipient]).get(recipient.id)

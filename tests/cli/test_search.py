@@ -6,10 +6,12 @@ import json
 from datetime import date
 
 from click.testing import CliRunner
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from digest.cli import main
-from tests.factories import make_paper
+from digest.models import Feedback, Subscriber
+from tests.factories import make_paper, make_subscriber
 
 
 def store(engine, *papers: dict) -> None:
@@ -84,3 +86,35 @@ def test_a_topic_that_starts_with_an_exclusion_reaches_the_parser(cli_env, commi
     result = run("-video diffusion", "--json")
     assert result.exit_code == 0, result.output
     assert [paper["id"] for paper in json.loads(result.output)] == ["2611.00301"]
+
+
+def test_search_for_a_reader_shows_their_order_and_why(cli_env, committed_db):
+    store(
+        committed_db,
+        {"id": "2611.00221", "title": "Robot learning for grasping", "abstract": "Grasping objects with a robot arm.",
+         "upvotes": 9},
+        {"id": "2611.00222", "title": "Learning to rank documents", "abstract": "Ranking search results.", "upvotes": 5},
+        {"id": "2611.00223", "title": "In-context learning in transformers",
+         "abstract": "Transformers learn in context from examples in the prompt: in-context regression.", "upvotes": 1},
+        {"id": "2611.00120", "title": "How transformers learn in context", "edition": date(2026, 11, 1),
+         "abstract": "In-context learning of regression by transformers from prompt examples."},
+    )
+    with Session(committed_db) as session:
+        reader = make_subscriber(session, "reader@example.org", ["learning"])
+        session.add(Feedback(subscriber_id=reader.id, paper_id="2611.00120", liked=True))
+        session.execute(update(Subscriber).where(Subscriber.id == reader.id).values(feedback_version=1))
+        session.commit()
+    everyone = run("learning", "--edition", "2026-11-26")
+    assert everyone.exit_code == 0, everyone.output
+    assert everyone.output.splitlines()[0].endswith("2611.00221  Robot learning for grasping")
+    theirs = run("learning", "--edition", "2026-11-26", "--for", "reader@example.org")
+    assert theirs.exit_code == 0, theirs.output
+    lines = theirs.output.splitlines()
+    assert lines[0].endswith("2611.00223  In-context learning in transformers")
+    assert lines[1] == "      matched: learning; Like: How transformers learn in context"
+    assert lines[-1] == "3 papers matched"
+    as_json = json.loads(run("learning", "--edition", "2026-11-26", "--for", "reader@example.org", "--json").output)
+    assert as_json[0]["resembles"] == "How transformers learn in context"
+    assert as_json[1]["reason"].startswith("matched: ")
+    unknown = run("learning", "--for", "nobody@example.org")
+    assert unknown.exit_code != 0 and "no subscriber" in unknown.output

@@ -1,0 +1,267 @@
+"""Learning benchmark: the per-reader model's speed at scale, and its quality on the real corpus.
+
+    python bench/bench_learning.py                     # speed: 100,000 subscribers, 20% with marks
+    python bench/bench_learning.py --quality           # quality: the corpus protocol, offline
+    python bench/bench_learning.py --linear            # the per-reader linear models not chosen, timed
+    python bench/bench_learning.py -n 20000 --papers 500 --store 10000
+
+Speed: N subscribers, a share of them (--marked-share, default 0.2) with ~15 marks (Poisson) on
+papers of a store of --store papers, an edition of --papers papers; for every reader with marks
+the model is fitted and the edition scored (rerank with suggestions), on one core, as compose
+does per batch: marked papers vectorized once per process, each marked paper compared with the
+edition once, models cached by (subscriber, feedback_version). A second pass with unchanged
+versions shows that nobody is refitted. Prints seconds and peak memory (target < 60 s, < 2 GB).
+
+Quality (--quality): the protocol of ../shared/corpus/README.md without the web or SMTP (the real
+pipeline's version is bench/bench_relevance.py): one listing day per simulated day, the reader's
+typed topics, each day "More like this" on each of the first 10 cards that is relevant and "Less
+like this" on the others; a twin never marks. From day 6 on it counts relevant / not relevant
+among the first 10 cards of each, per persona, and prints the ratio and both precisions.
+Not a test: nothing here asserts on figures. The machine may be shared: times are noisy.
+"""
+
+from __future__ import annotations
+
+import os
+
+# One core, as the target says: numpy's BLAS would otherwise spread small products over threads
+# (and process_time would add up their CPU time).
+for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import random  # noqa: E402
+import resource  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from datetime import date, datetime, timezone  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from digest.matching import EditionIndex, match_subscribers, rank  # noqa: E402
+from digest.models import Paper  # noqa: E402
+from digest.relevance import EditionFeatures, FeatureCache, ModelCache, fit, rerank  # noqa: E402
+from digest.relevance.model import paper_key  # noqa: E402
+from tests.factories import sample_records  # noqa: E402,F401  (the bundled sample's texts)
+
+BATCH = 100  # jobs per send_batch task
+CORPUS = REPO.parent / "shared" / "corpus"
+CARDS = 10  # the protocol counts the first 10 cards
+FIRST_COUNTED_DAY = 6
+
+
+def _paper(row: dict) -> Paper:
+    return Paper(id=row["id"], title=row["title"], abstract=row.get("summary") or "",
+                 authors=list(row.get("authors") or []), categories=list(row.get("categories") or []),
+                 upvotes=int(row.get("upvotes") or 0), edition=date.fromisoformat(row["date"]),
+                 published_at=datetime.fromisoformat(row["date"]).replace(tzinfo=timezone.utc),
+                 keywords=[], sources=["hf"], github_repo=row.get("github_repo"))
+
+
+def quality(corpus: Path = CORPUS, verbose: bool = False) -> list[dict]:
+    papers = [_paper(json.loads(line)) for line in (corpus / "papers.jsonl").read_text().splitlines() if line.strip()]
+    personas = json.loads((corpus / "personas.json").read_text())
+    days: dict[date, list[Paper]] = {}
+    for paper in papers:
+        days.setdefault(paper.edition, []).append(paper)
+    cache = FeatureCache()
+    editions = {}
+    for day, day_papers in sorted(days.items()):
+        day_papers.sort(key=lambda p: p.id)
+        editions[day] = (EditionIndex.build(day_papers), EditionFeatures.build(day_papers))
+    results = []
+    for persona in personas:
+        relevant = {j if isinstance(j, str) else j.get("id") for j in _judged(persona["judgments"])}
+        topics = persona["typed_topics"]
+        liked: list[Paper] = []
+        disliked: list[Paper] = []
+        counts = {"learner": [0, 0], "twin": [0, 0]}
+        suggested = [0, 0]
+        for number, day in enumerate(sorted(days), start=1):
+            index, features = editions[day]
+            matches = rank(index, topics)
+            cache.add(liked + disliked, [paper_key(p) for p in liked + disliked])
+            model = fit(liked, disliked, cache.matrix)
+            shown = rerank(matches, len(matches), features, model, learn=True, suggest=True, limit=CARDS)
+            twin = matches[:CARDS]
+            for match in shown:
+                (liked if match.paper.id in relevant else disliked).append(match.paper)
+            if number >= FIRST_COUNTED_DAY:
+                for name, cards in (("learner", shown), ("twin", twin)):
+                    for match in cards:
+                        counts[name][0 if match.paper.id in relevant else 1] += 1
+                for match in shown:
+                    if not match.topics:
+                        suggested[0 if match.paper.id in relevant else 1] += 1
+            if verbose:
+                print(day, [(m.paper.id in relevant, bool(m.topics)) for m in shown], file=sys.stderr)
+        (lr, ln), (tr, tn) = counts["learner"], counts["twin"]
+        results.append({
+            "persona": persona["name"], "learner_relevant": lr, "learner_not": ln, "twin_relevant": tr,
+            "twin_not": tn, "ratio": lr / tr if tr else float("inf"),
+            "learner_precision": lr / (lr + ln) if lr + ln else 0.0,
+            "twin_precision": tr / (tr + tn) if tr + tn else 0.0,
+            "suggestions_relevant": suggested[0], "suggestions_not": suggested[1],
+        })
+    return results
+
+
+def _judged(judgments):
+    if isinstance(judgments, dict):
+        return [k for k, v in judgments.items() if v]
+    return [j for j in judgments if (j.get("grade", 1) if isinstance(j, dict) else 1)]
+
+
+def print_quality(results: list[dict]) -> None:
+    print(f"quality: corpus protocol, days {FIRST_COUNTED_DAY}+ (first {CARDS} cards), offline")
+    for r in results:
+        print(f"  {r['persona']:32s} learner {r['learner_relevant']:3d} relevant / {r['learner_not']:3d} not"
+              f"  twin {r['twin_relevant']:3d} / {r['twin_not']:3d}  ratio {r['ratio']:.2f}"
+              f"  precision {r['learner_precision']:.2f} vs twin {r['twin_precision']:.2f}"
+              f"  (suggestions {r['suggestions_relevant']} relevant / {r['suggestions_not']} not)")
+
+
+VOCABULARY = [
+    "pretraining", "diffusion", "speech OR audio", "reinforcement learning", "large language model",
+    "video generation", "multimodal", "agents", "reasoning", "benchmark", "retrieval augmented",
+    "vision transformer", "text-to-image", "robotics", "mixture of experts", "quantization",
+    "instruction tuning", "alignment", "chain of thought", "3D", "segmentation", "code generation",
+    "long context", "distillation", "world model", "embodied", "synthetic data", "hallucination",
+]
+
+
+def _synthetic_papers(n: int, prefix: str, rng: random.Random, edition: date) -> list[Paper]:
+    """Papers made of the bundled sample's real titles and abstract sentences, recombined."""
+    records = sample_records()
+    titles = [r["title"].split() for r in records]
+    sentences = [s.strip() for r in records for s in (r.get("abstract") or "").split(". ") if s.strip()]
+    names = sorted({a for r in records for a in r.get("authors") or []}) or ["Ana Ruiz"]
+    papers = []
+    for i in range(n):
+        title = " ".join(rng.choice(titles)[: rng.randint(3, 6)] + rng.choice(titles)[-rng.randint(2, 5):])
+        papers.append(Paper(id=f"{prefix}.{i:05d}", title=title, abstract=". ".join(rng.sample(sentences, 6)),
+                            authors=rng.sample(names, min(4, len(names))), categories=[], keywords=[],
+                            upvotes=rng.randint(0, 50), edition=edition, sources=["file"],
+                            published_at=datetime(2026, 11, 25, tzinfo=timezone.utc),
+                            updated_at=datetime(2026, 11, 25, tzinfo=timezone.utc)))
+    return papers
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def speed(args) -> None:
+    rng = random.Random(11)
+    started = time.perf_counter()
+    store = _synthetic_papers(args.store, "2610", rng, date(2026, 10, 1))
+    edition = _synthetic_papers(args.papers, "2611", rng, date(2026, 11, 26))
+    readers = {sid: rng.sample(VOCABULARY, rng.randint(1, 4)) for sid in range(1, args.subscribers + 1)}
+    marked = rng.sample(sorted(readers), int(args.subscribers * args.marked_share))
+    marks = {}
+    for sid in marked:
+        count = max(1, min(int(rng.expovariate(1 / args.marks)) + 1, 200))
+        papers = rng.sample(store, count)
+        marks[sid] = [(p, rng.random() < 0.6) for p in papers]
+    print(f"made {len(store):,} store papers, an edition of {len(edition):,}, {len(readers):,} readers, "
+          f"{len(marks):,} with {sum(map(len, marks.values())):,} marks ({time.perf_counter() - started:.1f} s, not counted)")
+
+    cpu = time.process_time()
+    index = EditionIndex.build(edition)
+    matches = match_subscribers(index, readers, limit=lambda sid: len(edition) if sid in marks else 10)
+    matching = time.process_time() - cpu
+    print(f"topic matching for everyone (today's cost, for comparison): {matching:.1f} s CPU")
+
+    vectors, models = FeatureCache(), ModelCache()
+
+    def one_pass(versions: dict[int, int]) -> tuple[float, int, int]:
+        cpu = time.process_time()
+        features = EditionFeatures.build(edition) if not hasattr(one_pass, "features") else one_pass.features
+        one_pass.features = features
+        fits_before = models.fits
+        suggestions = 0
+        ordered = sorted(marks)
+        for start in range(0, len(ordered), BATCH):  # as compose does: a batch's marks at once
+            batch, fitted = ordered[start:start + BATCH], {}
+            for sid in batch:
+                found, model = models.get((sid, "secret"), versions[sid])
+                if not found:
+                    papers = [p for p, _ in marks[sid]]
+                    vectors.add(papers, [paper_key(p) for p in papers])
+                    model = fit([p for p, liked in marks[sid] if liked], [p for p, liked in marks[sid] if not liked],
+                                vectors.matrix)
+                    models.put((sid, "secret"), versions[sid], model)
+                fitted[sid] = model
+            features.prepare(list(fitted.values()))
+            for sid in batch:
+                top = matches.get(sid, [])
+                shown = rerank(top, len(top), features, fitted[sid], learn=True, suggest=True, limit=10)
+                suggestions += sum(1 for m in shown if not m.topics)
+        return time.process_time() - cpu, models.fits - fits_before, suggestions
+
+    versions = {sid: 1 for sid in marks}
+    seconds, fits, suggestions = one_pass(versions)
+    print(f"pass 1 (cold): learning and scoring for {len(marks):,} readers with marks: {seconds:.1f} s CPU, "
+          f"{fits:,} fits, {vectors.computed:,} papers vectorized, {suggestions:,} suggestions; "
+          f"peak memory {_peak_mb():,.0f} MB")
+    print(f"  learning + scoring + topic matching for all {len(readers):,}: {seconds + matching:.1f} s CPU "
+          f"(target < 60 s on one core, < 2 GB)")
+    computed = vectors.computed
+    changed = set(rng.sample(sorted(marks), len(marks) // 100))  # 1% marked something since
+    for sid in changed:
+        versions[sid] += 1
+    seconds, fits, _ = one_pass(versions)
+    print(f"pass 2 (next batch, {len(changed):,} readers changed their marks): {seconds:.1f} s CPU, {fits:,} refits, "
+          f"{vectors.computed - computed:,} papers vectorized; peak memory {_peak_mb():,.0f} MB")
+
+
+def linear_models(readers: int = 100) -> None:
+    """The alternative not chosen, timed: a linear model per reader over their 15 marks and the
+    edition's 1,000 papers as negatives (arxiv-sanity-lite's recipe), fitted and scoring the edition."""
+    import numpy as np
+    import scipy.sparse as sp
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import LinearSVC
+
+    from digest.relevance import vectorize
+
+    rng = random.Random(1)
+    edition = _synthetic_papers(1000, "2611", rng, date(2026, 11, 26))
+    store = vectorize(_synthetic_papers(2000, "2610", rng, date(2026, 10, 1)))
+    features = EditionFeatures.build(edition)
+    for name, make in (("logistic regression", lambda: LogisticRegression(max_iter=100)),
+                       ("linear SVM", lambda: LinearSVC(C=0.1))):
+        cpu = time.process_time()
+        for _ in range(readers):
+            marked = features.weigh(store[rng.sample(range(store.shape[0]), 15)])
+            x = sp.vstack([marked, features.matrix])
+            y = np.concatenate([np.array([1] * 9 + [0] * 6), np.zeros(features.matrix.shape[0])])
+            make().fit(x, y).decision_function(features.matrix)
+        print(f"{name}: {(time.process_time() - cpu) / readers * 1000:.1f} ms CPU per reader")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quality", action="store_true", help="the corpus protocol instead of the speed run")
+    parser.add_argument("--linear", action="store_true", help="time per-reader linear models instead")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-n", "--subscribers", type=int, default=100_000)
+    parser.add_argument("--marked-share", type=float, default=0.2)
+    parser.add_argument("--marks", type=float, default=15.0, help="marks per marked reader, on average")
+    parser.add_argument("--papers", type=int, default=1000, help="papers in the edition")
+    parser.add_argument("--store", type=int, default=30_000, help="papers in the store")
+    args = parser.parse_args()
+    if args.quality:
+        print_quality(quality(verbose=args.verbose))
+        return
+    if args.linear:
+        linear_models()
+        return
+    speed(args)
+
+
+if __name__ == "__main__":
+    main()

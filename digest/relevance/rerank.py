@@ -1,0 +1,109 @@
+"""The list an email shows: a reader's topic matches ordered by topic score and their model,
+papers like their "Less like this" pushed down, and a few confident suggestions no topic matched.
+Trending: the edition's papers by upvotes, for a reader without topics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from operator import attrgetter
+
+import numpy as np
+
+from digest.matching.rank import Top
+from digest.matching.results import Match
+from digest.relevance.features import EditionFeatures
+from digest.relevance.model import ReaderModel
+
+# How much the model weighs against topic points (a topic in the title is 2, elsewhere 1): a
+# candidate as close to a liked paper as liked papers are to each other (~0.3) moves about one
+# topic point; a paper closest to a "Less like this" falls by as much.
+MODEL_WEIGHT = 4.0
+MAX_SUGGESTIONS = 3
+_PAPER = attrgetter("paper")
+# A match that rose says which liked paper it resembles only when the resemblance is one a reader
+# would see (two papers of one field share this much); below, it rose on common words.
+RESEMBLES_MIN = 0.1
+
+
+def trending(papers: Sequence, limit: int | None = None) -> Top:
+    """The edition's papers by upvotes, most first, ties by id; `total` is every paper."""
+    ordered = sorted(papers, key=lambda p: (-(p.upvotes or 0), p.id))
+    cut = ordered if limit is None else ordered[:limit]
+    return Top([Match(p, float(p.upvotes or 0), (), ()) for p in cut], len(papers))
+
+
+def rerank(matches: Sequence[Match], total: int, features: EditionFeatures | None,
+           model: ReaderModel | None, *, learn: bool, suggest: bool, limit: int) -> Top:
+    """What to show, best first, at most `limit`, and how many there are in all.
+
+    Without a model (no marks) or with learning off: exactly `matches[:limit]`, today's ranking.
+    With one: each match's key is its topic score (for trending picks, its rank by upvotes scaled
+    to [0, 1]) plus MODEL_WEIGHT times the model's score; a match that rose gets `resembles`, the
+    title of the liked paper nearest to it. With `suggest`, up to MAX_SUGGESTIONS papers no topic
+    matched join, each at least as similar to a liked paper as the reader's threshold."""
+    if model is None or not learn or features is None or not features.papers:
+        return Top(list(matches)[:limit], total)
+    scores, like, nearest = model.scores(features)
+    position = features.position
+    n = len(matches)
+    ids = []
+    keyed = []
+    # Matches come best first; a match can gain at most MODEL_WEIGHT * the edition's best score,
+    # so once the topic scores fall that far below the limit-th key so far, none of the rest can
+    # be shown (most of a broad topic's matches are never looked at).
+    best_gain = MODEL_WEIGHT * max(float(scores.max()), 0.0)
+    floor = None
+    for rank_, match in enumerate(matches):
+        trend = not match.topics and match.resembles is None
+        base = (n - rank_) / n if trend else float(match.score)
+        if floor is not None and base + best_gain < floor:
+            break
+        pid = match.paper.id
+        ids.append(pid)
+        i = position.get(pid)
+        s = float(scores[i]) if i is not None else 0.0
+        keyed.append((base + MODEL_WEIGHT * s, rank_, match, i))
+        if len(keyed) >= limit and (len(keyed) == limit or len(keyed) % 64 == 0):
+            floor = sorted((k[0] for k in keyed), reverse=True)[limit - 1]
+    suggestions = []
+    threshold = model.threshold(features) if suggest else None
+    if threshold is not None:
+        taken = set(ids) | set(model.liked) | set(model.disliked)
+        # The matches not looked at, by identity (the candidates are the same Paper objects as the
+        # matches' in every caller): cheaper than reading each one's id.
+        unread = set(map(id, map(_PAPER, matches[len(ids):])))
+        eligible = np.flatnonzero((like >= threshold) & (scores > 0))
+        # Most similar first; among equals, the edition's order (its papers come sorted by id).
+        for i in eligible[np.argsort(-like[eligible], kind="stable")]:
+            paper = features.papers[i]
+            if id(paper) in unread or paper.id in taken:
+                continue
+            title = model.liked_titles[int(nearest[i])]
+            suggestion = Match(paper, round(float(like[i]), 3), (), (), resembles=title)
+            suggestions.append((MODEL_WEIGHT * float(scores[i]), n + len(suggestions), suggestion, i))
+            if len(suggestions) == MAX_SUGGESTIONS:
+                break
+    keyed.sort(key=lambda k: (-k[0], k[1]))
+    # Suggestions are few and confident: they take the last places rather than be cut.
+    kept = keyed[: max(limit - len(suggestions), 0)] + suggestions[:limit]
+    kept.sort(key=lambda k: (-k[0], k[1]))
+    shown = []
+    for new_rank, (_, old_rank, match, i) in enumerate(kept):
+        if (old_rank < n and new_rank < old_rank and i is not None and scores[i] > 0 and like[i] >= RESEMBLES_MIN
+                and nearest[i] >= 0):
+            match = replace(match, resembles=model.liked_titles[int(nearest[i])])
+        shown.append(match)
+    return Top(shown, total + len(suggestions))
+
+
+def reason(match: Match) -> str:
+    """Why a paper is in a reader's list, in the words a card uses."""
+    if match.topics:
+        words = ", ".join(match.matched) or ", ".join(match.topics)
+        text = f"matched: {words}"
+        return f"{text}; Like: {match.resembles}" if match.resembles else text
+    if match.resembles:
+        return f"Like: {match.resembles}"
+    upvotes = match.paper.upvotes or 0
+    return f"{upvotes} upvote{'s' if upvotes != 1 else ''}"
