@@ -501,6 +501,9 @@ def run(args, papers: list[dict], personas: list[Persona], tmp: Path) -> dict:
             # The subscribe form's rate limit counts in this process, not in a Redis shared with
             # other runs: four subscriptions must not meet another run's count.
             "DIGEST_BROKER_URL": "memory://localhost",
+            # Every simulated reader presses its buttons from 127.0.0.1, ten a day each, in a few
+            # seconds: a person's pace is not what the per-address limit is for here.
+            "DIGEST_FEEDBACK_RATE_LIMIT": "100000",
         }
         os.environ.update(environment)  # for anything that reads the settings itself
         from digest.config import load_settings
