@@ -18,7 +18,7 @@ from digest.delivery import dispatch, send_batch
 from digest.models import FetchRun, Subscriber, Suppression
 from digest.web import create_app
 from digest.web.ratelimit import RateLimiter
-from tests.browser.test_journey import browser, shoot  # noqa: F401 - the journey's browser fixture, shared
+from tests.browser.test_journey import shoot
 from tests.conftest import REDIS_URL
 from tests.delivery.helpers import EDITION, NOW, add_sample_papers, due_subscriber
 from tests.smtp_server import RcptRule, SmtpTestServer

@@ -33,9 +33,6 @@ from tests.web.live import served
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 WIDTHS = (375, 1280)
 
 
@@ -92,16 +89,6 @@ def server(committed_db, database_url, inbox, tmp_path):
 
     with served(app_for) as base_url:
         yield base_url, sessions, made["settings"]
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def shoot(page, name: str) -> None:

@@ -15,7 +15,8 @@ from digest.mail import settings_url
 from digest.sources.file import parse_record
 from digest.web import create_app
 from digest.web.ratelimit import RateLimiter
-from tests.browser.test_journey import CHROMIUM, CHROMIUM_ARGS, shoot
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.browser.test_journey import shoot
 from tests.conftest import REDIS_URL, TEST_SECRET_KEY
 from tests.factories import make_subscriber, sample_records
 from tests.web.live import served
