@@ -148,7 +148,8 @@ def _settings_page(request, session, subscriber, token, values=None, errors=None
     topics_text = "\n".join(t.query for t in subscriber.topics)
     preview = None
     try:
-        preview = read.preview_topics(session, values["topics"] if values else topics_text, subscriber.max_papers)
+        preview = read.preview_topics(session, values["topics"] if values else topics_text, subscriber.max_papers,
+                                      subscriber=subscriber)
     except subs.InvalidInput:
         preview = None
     return pages_of(request).render(
@@ -276,7 +277,7 @@ async def preview(request: Request, topics: str = "", max_papers: str = "", link
     def work():
         with link.open(request) as (session, subscriber):
             try:
-                result = read.preview_topics(session, topics, max_papers or subscriber.max_papers)
+                result = read.preview_topics(session, topics, max_papers or subscriber.max_papers, subscriber=subscriber)
             except subs.InvalidInput as exc:
                 return JSONResponse({"errors": [{"topic": t, "message": m} for t, m in exc.topic_errors]
                                      or [{"topic": "", "message": m} for m in exc.errors.values()]}, status_code=422)
@@ -285,7 +286,8 @@ async def preview(request: Request, topics: str = "", max_papers: str = "", link
             return JSONResponse({
                 "edition": result.edition.isoformat() if result.edition else None,
                 "total": result.total,
-                "papers": [{"id": p.id, "title": p.title, "url": p.abs_url} for p in result.papers],
+                "papers": [{"id": p.id, "title": p.title, "url": p.abs_url, "reason": why}
+                           for p, why in zip(result.papers, result.reasons)],
             })
 
     return await _matching(request, work, as_json=True)

@@ -218,6 +218,19 @@ def test_the_live_preview_answers_for_the_topics_being_typed(client, active, pap
     assert client.get(path(settings_url(active, settings)).replace("/settings/", "/settings/x") + "/preview").status_code == 400
 
 
+def test_the_live_preview_says_why_each_paper_is_there(client, active, papers, settings):
+    url = path(settings_url(active, settings)) + "/preview"
+    matched = client.get(url, params={"topics": "diffusion", "max_papers": "10"}).json()["papers"]
+    assert [p["reason"] for p in matched] == ["matched: diffusion"]  # the topic that matched, as on the card
+    # No topics: the day's trending papers, most upvoted first, each with its upvotes.
+    trending = client.get(url, params={"topics": "", "max_papers": "3"}).json()
+    assert [(p["title"], p["reason"]) for p in trending["papers"]] == [
+        ("Graph Neural Networks for Chemistry", "50 upvotes"),
+        ("Efficient Pre-Training of Language Models", "30 upvotes"),
+        ("Pretraining Vision Transformers at Scale", "10 upvotes"),
+    ]
+
+
 def test_export_downloads_everything_stored_as_json(client, session, active, settings):
     session.add(Delivery(subscriber_id=active.id, edition=EDITION, status=DeliveryStatus.sent, paper_ids=["2611.00001"]))
     session.flush()

@@ -73,6 +73,12 @@
       a.href = paper.url;
       a.rel = "noopener noreferrer";
       li.appendChild(a);
+      if (paper.reason) {  // why it is there: the words that matched, a liked paper, its upvotes
+        var why = el("span", paper.reason);
+        why.className = "reason";
+        li.appendChild(document.createTextNode(" "));
+        li.appendChild(why);
+      }
       list.appendChild(li);
     });
     body.appendChild(list);
