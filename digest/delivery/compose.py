@@ -191,11 +191,19 @@ class DigestComposer:
         wanted = sorted({paper_id for rows in marks.values() for paper_id, _ in rows})
         papers = {}
         if wanted:
+            # Titles and versions first; the texts only of papers this process has not vectorized
+            # (after the first batches, a marked paper has been seen by another reader's model).
             papers = {paper.id: paper for paper in session.execute(
-                select(Paper.id, Paper.title, Paper.abstract, Paper.authors, Paper.updated_at)
-                .where(ledger.among(session, Paper.id, wanted, String))
+                select(Paper.id, Paper.title, Paper.updated_at).where(ledger.among(session, Paper.id, wanted, String))
             )}
-            self.vectors.add(list(papers.values()), [paper_key(p) for p in papers.values()])
+            unseen = [paper.id for paper in papers.values() if paper_key(paper) not in self.vectors]
+            if unseen:
+                texts = session.execute(
+                    select(Paper.id, Paper.title, Paper.abstract, Paper.authors, Paper.updated_at)
+                    .where(ledger.among(session, Paper.id, unseen, String))
+                ).all()
+                self.vectors.add(texts, [paper_key(p) for p in texts])
+                papers.update((paper.id, paper) for paper in texts)  # a refetch in between: its newer version
         for subscriber_id, recipient in refit.items():
             rows = [(papers[pid], liked) for pid, liked in marks[subscriber_id] if pid in papers]
             model = fit([p for p, liked in rows if liked], [p for p, liked in rows if not liked], self.vectors.matrix)

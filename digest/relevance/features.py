@@ -40,13 +40,32 @@ def vectorize(papers: Sequence) -> sp.csr_matrix:
     return matrix
 
 
+def rows_matrix(rows: Sequence[tuple[np.ndarray, np.ndarray]]) -> sp.csr_matrix:
+    """A CSR matrix of rows given as (column indices, values)."""
+    if not rows:
+        return sp.csr_matrix((0, N_FEATURES), dtype=np.float32)
+    indptr = np.zeros(len(rows) + 1, dtype=np.int32)
+    np.cumsum([len(indices) for indices, _ in rows], out=indptr[1:])
+    indices = np.concatenate([indices for indices, _ in rows])
+    data = np.concatenate([data for _, data in rows])
+    return sp.csr_matrix((data, indices, indptr), shape=(len(rows), N_FEATURES))
+
+
+def matrix_rows(matrix: sp.csr_matrix) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The rows of a CSR matrix as (column indices, values), without one scipy object per row."""
+    indptr, indices, data = matrix.indptr, matrix.indices, matrix.data
+    return [(indices[indptr[i]:indptr[i + 1]], data[indptr[i]:indptr[i + 1]]) for i in range(matrix.shape[0])]
+
+
 class FeatureCache:
     """Per process: the vectors of the papers readers marked (they may come from any edition),
     by key (model.paper_key: id and version), at most `keep` (newest use last). Thread-safe."""
 
     def __init__(self, keep: int = 50_000) -> None:
         self.keep = keep
-        self._rows: OrderedDict[str, sp.csr_matrix] = OrderedDict()
+        # Each row as its (indices, data) arrays: a reader's rows are then one CSR matrix in two
+        # concatenations (scipy's vstack of one-row matrices costs ~10 us a row).
+        self._rows: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self.lock = threading.Lock()
         self.computed = 0  # papers vectorized so far (the benchmark shows the cache works)
 
@@ -60,7 +79,8 @@ class FeatureCache:
         with self.lock:
             self.computed += len(todo)
             for i, (_, key) in enumerate(todo):
-                self._rows[key] = matrix[i]
+                start, end = matrix.indptr[i], matrix.indptr[i + 1]
+                self._rows[key] = (matrix.indices[start:end].copy(), matrix.data[start:end].copy())
             while len(self._rows) > self.keep:
                 self._rows.popitem(last=False)
 
@@ -70,9 +90,7 @@ class FeatureCache:
             rows = [self._rows[key] for key in keys]
             for key in keys:
                 self._rows.move_to_end(key)
-        if not rows:
-            return sp.csr_matrix((0, N_FEATURES), dtype=np.float32)
-        return sp.vstack(rows, format="csr")
+        return rows_matrix(rows)
 
     def __contains__(self, key) -> bool:
         return key in self._rows
@@ -86,6 +104,9 @@ class EditionFeatures:
     def __init__(self, papers: Sequence, matrix: sp.csr_matrix, idf: np.ndarray) -> None:
         self.papers = list(papers)
         self.position = {paper.id: i for i, paper in enumerate(self.papers)}
+        # By object: a reader's matches hold the edition's own Paper objects, and reading an ORM
+        # object's id costs more than its identity (rerank looks up every match).
+        self.object_position = {id(paper): i for i, paper in enumerate(self.papers)}
         self.matrix = matrix  # rows: candidates, idf-weighted and l2-normed
         self._columns = matrix.T.tocsr()  # once, not per product (a CSC-to-CSR copy each time)
         self.idf = idf
@@ -125,13 +146,15 @@ class EditionFeatures:
         keys, rows = [], []
         for model in models:
             for model_keys, tf in ((model.liked_keys, model.liked_tf), (model.disliked_keys, model.disliked_tf)):
-                for i, key in enumerate(model_keys):
+                if all(key in seen for key in model_keys):
+                    continue
+                for key, row in zip(model_keys, matrix_rows(tf)):
                     if key not in seen:
                         seen.add(key)
                         keys.append(key)
-                        rows.append(tf[i])
+                        rows.append(row)
         if keys:
-            self.similarities(keys, sp.vstack(rows, format="csr"))
+            self.similarities(keys, rows_matrix(rows))
 
     def similarities(self, paper_ids: Sequence, tf: sp.csr_matrix) -> np.ndarray:
         """Cosine similarity of each given paper (rows of `tf`, under their keys `paper_ids`) to
@@ -159,6 +182,7 @@ class Window:
         self.parts = list(parts)
         self.papers = [paper for part in self.parts for paper in part.papers]
         self.position = {paper.id: i for i, paper in enumerate(self.papers)}
+        self.object_position = {id(paper): i for i, paper in enumerate(self.papers)}
 
     def weigh(self, tf: sp.csr_matrix) -> sp.csr_matrix:
         return self.parts[-1].weigh(tf)

@@ -45,9 +45,10 @@ def rerank(matches: Sequence[Match], total: int, features: EditionFeatures | Non
     if model is None or not learn or features is None or not features.papers:
         return Top(list(matches)[:limit], total)
     scores, like, nearest = model.scores(features)
-    position = features.position
+    position, by_object = features.position, features.object_position
     n = len(matches)
-    ids = []
+    ids = []  # of matches not among the candidates (by id); the others by row
+    rows_seen: set[int] = set()
     keyed = []
     # Matches come best first; a match can gain at most MODEL_WEIGHT * the edition's best score,
     # so once the topic scores fall that far below the limit-th key so far, none of the rest can
@@ -59,9 +60,15 @@ def rerank(matches: Sequence[Match], total: int, features: EditionFeatures | Non
         base = (n - rank_) / n if trend else float(match.score)
         if floor is not None and base + best_gain < floor:
             break
-        pid = match.paper.id
-        ids.append(pid)
-        i = position.get(pid)
+        # By identity first: the matches hold the edition's own Paper objects, and an ORM
+        # object's id costs more to read than its identity.
+        i = by_object.get(id(match.paper))
+        if i is None:
+            i = position.get(match.paper.id)
+        if i is None:
+            ids.append(match.paper.id)
+        else:
+            rows_seen.add(i)
         s = float(scores[i]) if i is not None else 0.0
         keyed.append((base + MODEL_WEIGHT * s, rank_, match, i))
         if len(keyed) >= limit and (len(keyed) == limit or len(keyed) % 64 == 0):
@@ -72,12 +79,12 @@ def rerank(matches: Sequence[Match], total: int, features: EditionFeatures | Non
         taken = set(ids) | set(model.liked) | set(model.disliked)
         # The matches not looked at, by identity (the candidates are the same Paper objects as the
         # matches' in every caller): cheaper than reading each one's id.
-        unread = set(map(id, map(_PAPER, matches[len(ids):])))
+        unread = set(map(id, map(_PAPER, matches[len(keyed):])))
         eligible = np.flatnonzero((like >= threshold) & (scores > 0))
         # Most similar first; among equals, the edition's order (its papers come sorted by id).
         for i in eligible[np.argsort(-like[eligible], kind="stable")]:
             paper = features.papers[i]
-            if id(paper) in unread or paper.id in taken:
+            if i in rows_seen or id(paper) in unread or paper.id in taken:
                 continue
             title = model.liked_titles[int(nearest[i])]
             suggestion = Match(paper, round(float(like[i]), 3), (), (), resembles=title)
