@@ -175,6 +175,9 @@ class DigestComposer:
             if not recipient.learns or recipient.id in models:
                 continue
             found, model = self.models.get((recipient.id, recipient.link_secret), recipient.feedback_version)
+            if found and model is not None and not all(
+                    key in self.vectors for key in (*model.liked_keys, *model.disliked_keys)):
+                found = False  # a marked paper's vector left the bounded cache: fit again (reads it again)
             if found:
                 models[recipient.id] = model
             else:

@@ -43,13 +43,22 @@ class ReaderModel:
     liked: tuple[str, ...]  # paper ids
     liked_titles: tuple[str, ...]
     disliked: tuple[str, ...]
-    liked_tf: sp.csr_matrix
-    disliked_tf: sp.csr_matrix
+    # The papers' term-frequency rows by key (a FeatureCache's `matrix`): a model keeps only its
+    # keys, not copies of the rows (a hundred thousand readers' copies came to gigabytes).
+    vectors: Callable[[Sequence], sp.csr_matrix]
     # The keys under which the papers' similarities are cached (FeatureCache keys): the paper id
     # and its version, so that a paper whose text changed is compared again.
     liked_keys: tuple = ()
     disliked_keys: tuple = ()
     _thresholds: dict = field(default_factory=dict)  # per edition features (by identity)
+
+    @property
+    def liked_tf(self) -> sp.csr_matrix:
+        return self.vectors(self.liked_keys)
+
+    @property
+    def disliked_tf(self) -> sp.csr_matrix:
+        return self.vectors(self.disliked_keys)
 
     def scores(self, features: EditionFeatures) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per candidate: the model's score (like - dislike), the similarity to the nearest liked
@@ -103,13 +112,13 @@ def fit(liked: Sequence, disliked: Sequence, vectors: Callable[[Sequence], sp.cs
         key: Callable = paper_key) -> ReaderModel | None:
     """The model of a reader's marks (papers with .id and .title); None without any mark.
     `vectors(keys)` gives the papers' term-frequency rows by `key(paper)` (a FeatureCache's
-    `matrix`, the papers added to it first)."""
+    `matrix`, the papers added to it first); the model asks it again whenever it needs them."""
     if not liked and not disliked:
         return None
     liked_keys = tuple(key(p) for p in liked)
     disliked_keys = tuple(key(p) for p in disliked)
     return ReaderModel(tuple(p.id for p in liked), tuple(p.title for p in liked), tuple(p.id for p in disliked),
-                       vectors(liked_keys), vectors(disliked_keys), liked_keys, disliked_keys)
+                       vectors, liked_keys, disliked_keys)
 
 
 class ModelCache:
