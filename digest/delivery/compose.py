@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from sqlalchemy import Integer, String, func, select
+from sqlalchemy import Integer, func, select
 from sqlalchemy.orm import Session
 
 from digest.config import Settings
@@ -40,18 +40,9 @@ from digest.mail import (
 )
 from digest.matching import Match, match_subscribers, preview
 from digest.matching.rank import Top
-from digest.models import Delivery, Feedback, Frequency, Paper, Subscriber, SubscriberStatus, Topic
-from digest.relevance import (
-    EditionFeatures,
-    FeatureCache,
-    ModelCache,
-    ReaderModel,
-    Window,
-    fit,
-    paper_key,
-    rerank,
-    trending,
-)
+from digest.models import Delivery, Frequency, Subscriber, SubscriberStatus, Topic
+from digest.delivery.learning import ReaderModels
+from digest.relevance import ReaderModel, Window, rerank, trending
 
 log = logging.getLogger(__name__)
 
@@ -138,11 +129,8 @@ class DigestComposer:
         # editions' indexes: matching and the renderers' caches are pure Python, so one lock for
         # all costs no parallelism.
         self.lock = self.cache.lock
-        # Relevance, per process: the marked papers' vectors, the readers' fitted models (refit
-        # only when their feedback_version changed) and each edition's features.
-        self.vectors = FeatureCache()
-        self.models = ModelCache()
-        self._features: dict[date, tuple[tuple, EditionFeatures]] = {}
+        # Relevance, per process: the readers' fitted models and each edition's text features.
+        self.learning = ReaderModels(self.cache)
 
     def editions(self, session: Session, editions) -> dict[date, Edition]:
         return self.cache.get(session, editions)
@@ -156,64 +144,6 @@ class DigestComposer:
                 del self._renderers[stale]  # its edition left the cache
         return kept[1]
 
-    def features(self, edition: Edition) -> EditionFeatures:
-        """The edition's text features, built once per edition version (as its match index)."""
-        kept = self._features.get(edition.day)
-        if kept is None or kept[0] != edition.version:
-            kept = self._features[edition.day] = (edition.version, EditionFeatures.build(edition.papers))
-            for stale in [d for d in self._features if self.cache.cached(d) is None and d != edition.day]:
-                del self._features[stale]  # its edition left the cache
-        return kept[1]
-
-    def reader_models(self, session: Session, recipients: Sequence[Recipient]) -> dict[int, ReaderModel | None]:
-        """The models of the readers who learn (learning on, some marks), by subscriber id. Those
-        whose model is cached at their feedback_version cost a lookup; the others' marks are read
-        in one query, the marked papers in one more, and only papers never seen are vectorized."""
-        models: dict[int, ReaderModel | None] = {}
-        refit: dict[int, Recipient] = {}
-        for recipient in recipients:
-            if not recipient.learns or recipient.id in models:
-                continue
-            found, model = self.models.get((recipient.id, recipient.link_secret), recipient.feedback_version)
-            if found and model is not None and not all(
-                    key in self.vectors for key in (*model.liked_keys, *model.disliked_keys)):
-                found = False  # a marked paper's vector left the bounded cache: fit again (reads it again)
-            if found:
-                models[recipient.id] = model
-            else:
-                refit[recipient.id] = recipient
-        if not refit:
-            return models
-        marks: dict[int, list[tuple[str, bool]]] = {sid: [] for sid in refit}
-        for subscriber_id, paper_id, liked in session.execute(
-            select(Feedback.subscriber_id, Feedback.paper_id, Feedback.liked)
-            .where(ledger.among(session, Feedback.subscriber_id, list(refit), Integer))
-            .order_by(Feedback.subscriber_id, Feedback.created_at, Feedback.paper_id)
-        ):
-            marks[subscriber_id].append((paper_id, liked))
-        wanted = sorted({paper_id for rows in marks.values() for paper_id, _ in rows})
-        papers = {}
-        if wanted:
-            # Titles and versions first; the texts only of papers this process has not vectorized
-            # (after the first batches, a marked paper has been seen by another reader's model).
-            papers = {paper.id: paper for paper in session.execute(
-                select(Paper.id, Paper.title, Paper.updated_at).where(ledger.among(session, Paper.id, wanted, String))
-            )}
-            unseen = [paper.id for paper in papers.values() if paper_key(paper) not in self.vectors]
-            if unseen:
-                texts = session.execute(
-                    select(Paper.id, Paper.title, Paper.abstract, Paper.authors, Paper.updated_at)
-                    .where(ledger.among(session, Paper.id, unseen, String))
-                ).all()
-                self.vectors.add(texts, [paper_key(p) for p in texts])
-                papers.update((paper.id, paper) for paper in texts)  # a refetch in between: its newer version
-        for subscriber_id, recipient in refit.items():
-            rows = [(papers[pid], liked) for pid, liked in marks[subscriber_id] if pid in papers]
-            model = fit([p for p, liked in rows if liked], [p for p, liked in rows if not liked], self.vectors.matrix)
-            self.models.put((recipient.id, recipient.link_secret), recipient.feedback_version, model)
-            models[subscriber_id] = model
-        return models
-
     def match(self, session: Session, jobs: Sequence[Job], full: bool = False) -> dict[int, Top]:
         """Each job's digest across its window, best first, cut to what the email shows (all of
         them with `full`), `total` counting every paper it could show. Matching ranks within an
@@ -221,7 +151,7 @@ class DigestComposer:
         A reader without topics gets the window's papers by upvotes (trending); a reader who
         learns from their marks gets them reranked by their model (digest.relevance.rerank)."""
         data = self.editions(session, (e for job in jobs for e in job.editions))
-        models = self.reader_models(session, [job.subscriber for job in jobs])
+        models = self.learning.of(session, [job.subscriber for job in jobs])
         learning = {job.delivery_id for job in jobs if models.get(job.subscriber.id) is not None}
         # A digest shows max_papers: each edition's first max_papers hold the window's first
         # max_papers (the merge below keeps each edition's order), `total` counts the rest. A
@@ -254,13 +184,13 @@ class DigestComposer:
         # edition (then every reader's scores are rows of it).
         for day in {day for job in jobs if job.delivery_id in learning for day in job.editions if day in data}:
             if data[day].papers:
-                self.features(data[day]).prepare(
+                self.learning.features(data[day]).prepare(
                     [models[job.subscriber.id] for job in jobs if job.delivery_id in learning and day in job.editions])
         for job in jobs:
             if job.delivery_id in learning:
                 subscriber = job.subscriber
                 days = [day for day in sorted(data) if day in job.editions and data[day].papers]
-                parts = [self.features(data[day]) for day in days]
+                parts = [self.learning.features(data[day]) for day in days]
                 candidates = parts[0] if len(parts) == 1 else Window(parts) if parts else None
                 matches = per_job[job.delivery_id]
                 # No suggestions for a reader without topics: their whole window is already a
@@ -502,7 +432,7 @@ def topic_matches(session: Session, topics: Sequence[str], edition: date, limit:
     recipient = Recipient.of(subscriber, topics) if subscriber is not None else None
     model = None
     if recipient is not None and recipient.learns:
-        model = composer.reader_models(session, [recipient]).get(recipient.id)
+        model = composer.learning.of(session, [recipient]).get(recipient.id)
     with composer.lock:
         data = composer.editions(session, [edition]).get(edition)
         if data is None or not data.papers:
@@ -512,7 +442,7 @@ def topic_matches(session: Session, topics: Sequence[str], edition: date, limit:
         else:
             top = preview(data.index.overlay(), list(topics), len(data.papers) if model is not None else limit, budget)
         if model is not None:
-            top = rerank(top, top.total, composer.features(data), model, learn=True,
+            top = rerank(top, top.total, composer.learning.features(data), model, learn=True,
                          suggest=recipient.suggest_beyond_topics and bool(topics), limit=limit)
     return list(top), top.total
 
@@ -523,4 +453,4 @@ def reader_model(session: Session, subscriber: Subscriber | Recipient) -> Reader
     recipient = subscriber if isinstance(subscriber, Recipient) else Recipient.of(subscriber)
     if not recipient.learns:
         return None
-    return composer_for_matching().reader_models(session, [recipient]).get(recipient.id)
+    return composer_for_matching().learning.of(session, [recipient]).get(recipient.id)

@@ -143,12 +143,12 @@ def test_a_model_is_refitted_only_when_the_marks_changed(session, session_factor
     session.commit()
     composer = DigestComposer(settings)
     first, ids = build(session_factory, settings, composer)
-    assert composer.models.fits == 1  # the reader without marks costs no fit
+    assert composer.learning.models.fits == 1  # the reader without marks costs no fit
     build_batch(session_factory, settings, ids, composer)
-    assert composer.models.fits == 1
+    assert composer.learning.models.fits == 1
     mark(session, learner, liked[1:], disliked)  # new marks bump the version
     session.commit()
     again = build_batch(session_factory, settings, ids, composer)
-    assert composer.models.fits == 2
+    assert composer.learning.models.fits == 2
     emails = {job.subscriber.email: composed.paper_ids for job, composed in again.built}
     assert emails["twin@example.org"] == first["twin@example.org"].paper_ids
