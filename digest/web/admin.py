@@ -142,24 +142,26 @@ async def logout(request: Request, user: str = Depends(operator)):
 # ---------------------------------------------------------------- pages
 
 
-@router.get("")
-async def overview_page(request: Request, user: str = Depends(operator)):
+async def _show(request: Request, user: str, name: str, context_of) -> HTMLResponse:
+    """A console page whose context `context_of(session)` reads from the store, off the event loop."""
     def work():
         with unit_of_work(request) as session:
-            return _page(request, "overview.html", user, {"o": operations.overview(session),
-                                                           "late_minutes": int(operations.LATE_AFTER.total_seconds() // 60)})
+            return _page(request, name, user, context_of(session))
 
     return await run_in_threadpool(work)
+
+
+@router.get("")
+async def overview_page(request: Request, user: str = Depends(operator)):
+    late_minutes = int(operations.LATE_AFTER.total_seconds() // 60)
+    return await _show(request, user, "overview.html",
+                       lambda session: {"o": operations.overview(session), "late_minutes": late_minutes})
 
 
 @router.get("/subscribers")
 async def subscribers_page(request: Request, q: str = "", before: int | None = None, user: str = Depends(operator)):
-    def work():
-        with unit_of_work(request) as session:
-            found = operations.search_subscribers(session, q[:320], before)
-            return _page(request, "subscribers.html", user, {"q": q, "subscribers": found})
-
-    return await run_in_threadpool(work)
+    return await _show(request, user, "subscribers.html",
+                       lambda session: {"q": q, "subscribers": operations.search_subscribers(session, q[:320], before)})
 
 
 @router.get("/subscribers/{subscriber_id}")
@@ -176,29 +178,19 @@ async def subscriber_detail(request: Request, subscriber_id: int, user: str = De
 
 @router.get("/deliveries")
 async def deliveries_page(request: Request, user: str = Depends(operator)):
-    def work():
-        with unit_of_work(request) as session:
-            return _page(request, "deliveries.html", user, {"rows": operations.problem_deliveries(session)})
-
-    return await run_in_threadpool(work)
+    return await _show(request, user, "deliveries.html",
+                       lambda session: {"rows": operations.problem_deliveries(session)})
 
 
 @router.get("/suppressions")
 async def suppressions_page(request: Request, q: str = "", user: str = Depends(operator)):
-    def work():
-        with unit_of_work(request) as session:
-            return _page(request, "suppressions.html", user, {"q": q, "rows": operations.suppressions(session, q[:320])})
-
-    return await run_in_threadpool(work)
+    return await _show(request, user, "suppressions.html",
+                       lambda session: {"q": q, "rows": operations.suppressions(session, q[:320])})
 
 
 @router.get("/audit")
 async def audit_page(request: Request, user: str = Depends(operator)):
-    def work():
-        with unit_of_work(request) as session:
-            return _page(request, "audit.html", user, {"entries": operations.audit_entries(session)})
-
-    return await run_in_threadpool(work)
+    return await _show(request, user, "audit.html", lambda session: {"entries": operations.audit_entries(session)})
 
 
 # ---------------------------------------------------------------- actions (POST only)
