@@ -61,9 +61,10 @@ def _paper(row: dict) -> Paper:
                  keywords=[], sources=["hf"], github_repo=row.get("github_repo"))
 
 
-def quality(corpus: Path = CORPUS, verbose: bool = False) -> list[dict]:
+def quality(corpus: Path = CORPUS, verbose: bool = False, personas_files: list[Path] | None = None) -> list[dict]:
     papers = [_paper(json.loads(line)) for line in (corpus / "papers.jsonl").read_text().splitlines() if line.strip()]
-    personas = json.loads((corpus / "personas.json").read_text())
+    personas = [persona for path in personas_files or [corpus / "personas.json"]
+                for persona in json.loads(path.read_text())]
     days: dict[date, list[Paper]] = {}
     for paper in papers:
         days.setdefault(paper.edition, []).append(paper)
@@ -122,6 +123,11 @@ def print_quality(results: list[dict]) -> None:
               f"  twin {r['twin_relevant']:3d} / {r['twin_not']:3d}  ratio {r['ratio']:.2f}"
               f"  precision {r['learner_precision']:.2f} vs twin {r['twin_precision']:.2f}"
               f"  (suggestions {r['suggestions_relevant']} relevant / {r['suggestions_not']} not)")
+    if len(results) > 1:
+        lr, ln = sum(r["learner_relevant"] for r in results), sum(r["learner_not"] for r in results)
+        tr, tn = sum(r["twin_relevant"] for r in results), sum(r["twin_not"] for r in results)
+        print(f"  {'all':32s} learner {lr:3d} relevant / {ln:3d} not  twin {tr:3d} / {tn:3d}  ratio {lr / tr:.2f}"
+              f"  precision {lr / (lr + ln):.2f} vs twin {tr / (tr + tn):.2f}")
 
 
 VOCABULARY = [
@@ -247,6 +253,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quality", action="store_true", help="the corpus protocol instead of the speed run")
     parser.add_argument("--linear", action="store_true", help="time per-reader linear models instead")
+    parser.add_argument("--personas", type=Path, nargs="+", help="with --quality: personas files, graded like the "
+                        "corpus's (default: the corpus's personas.json)")
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("-n", "--subscribers", type=int, default=100_000)
     parser.add_argument("--marked-share", type=float, default=0.2)
@@ -255,7 +263,7 @@ def main() -> None:
     parser.add_argument("--store", type=int, default=30_000, help="papers in the store")
     args = parser.parse_args()
     if args.quality:
-        print_quality(quality(verbose=args.verbose))
+        print_quality(quality(verbose=args.verbose, personas_files=args.personas))
         return
     if args.linear:
         linear_models()

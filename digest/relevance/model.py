@@ -60,9 +60,10 @@ class ReaderModel:
     def disliked_tf(self) -> sp.csr_matrix:
         return self.vectors(self.disliked_keys)
 
-    def scores(self, features: EditionFeatures) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per candidate: the model's score (like - dislike), the similarity to the nearest liked
-        paper, and which liked paper that is (an index into `liked`, -1 when none)."""
+    def scores(self, features: EditionFeatures) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per candidate: the model's score (like - DISLIKE_WEIGHT x dislike), the similarity to the
+        nearest liked paper, which liked paper that is (an index into `liked`, -1 when none), and
+        the similarity to the nearest disliked paper."""
         n = len(features.papers)
         like = np.zeros(n, dtype=np.float32)
         nearest = np.full(n, -1, dtype=np.int64)
@@ -74,7 +75,7 @@ class ReaderModel:
         if self.disliked:
             rows = features.similarities(self.disliked_keys, self.disliked_tf)
             dislike = _pool(rows, rows.argmax(axis=0))
-        return like - DISLIKE_WEIGHT * dislike, like, nearest
+        return like - DISLIKE_WEIGHT * dislike, like, nearest, dislike
 
     def threshold(self, features: EditionFeatures) -> float | None:
         """How similar to a liked paper a candidate must be for a suggestion, in this edition's

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from digest.matching import EditionIndex, rank
 from digest.relevance import EditionFeatures, FeatureCache, fit, reason, rerank, trending
 from digest.relevance.model import paper_key
+from digest.relevance.rerank import LEFT_OUT_RATIO
 from tests.matching.helpers import paper
 
 QUANT = [
@@ -75,15 +76,33 @@ def test_papers_like_the_liked_ones_rise_and_say_which_paper_they_resemble():
 
 def test_papers_like_a_less_like_this_fall():
     edition = papers_of(AGENTS[1:2] + OTHER[:1] + QUANT[1:2], "2611")
-    topic = "agents OR protein OR inference"
-    matches = rank(EditionIndex.build(edition), [topic])
-    assert matches[-1].paper.id != "2611.00001"  # the agent paper is not last by topics alone
+    edition[0].upvotes = 10  # equal topic scores (each in a title), the agent paper first by upvotes
+    matches = rank(EditionIndex.build(edition), ["debate OR protein OR KV"])
+    assert matches[0].paper.id == "2611.00001"
     disliked = papers_of(AGENTS[:1] + AGENTS[2:], "2601")
-    shown = rerank(matches, len(matches), EditionFeatures.build(edition), model_of([], disliked),
-                   learn=True, suggest=True, limit=10)
+    # The reader also liked a paper about assistants: the agent paper resembles both kinds.
+    liked = papers_of([("Assistants that debate less and answer faster",
+                        "A quantized draft model proposes answers for assistants, cutting the latency of language "
+                        "model inference.")], "2602")
+    features, model = EditionFeatures.build(edition), model_of(liked, disliked)
+    _, like, _, dislike = model.scores(features)
+    assert like[0] < dislike[0] <= LEFT_OUT_RATIO * like[0]  # nearer the dislikes, not much nearer
+    shown = rerank(matches, len(matches), features, model, learn=True, suggest=True, limit=10)
     assert shown[-1].paper.id == "2611.00001"
     assert {m.paper.id for m in shown} == {m.paper.id for m in matches}
+
+
+def test_papers_much_nearer_a_less_like_this_than_any_liked_one_are_left_out():
+    edition = papers_of(AGENTS[1:2] + OTHER[:1] + QUANT[1:2], "2611")
+    matches = rank(EditionIndex.build(edition), ["agents OR protein OR inference"])
+    disliked = papers_of(AGENTS[:1] + AGENTS[2:], "2601")  # two agent papers, nothing liked
+    shown = rerank(matches, len(matches), EditionFeatures.build(edition), model_of([], disliked),
+                   learn=True, suggest=True, limit=10)
+    # Pushed down is not enough when the digest has room for every match: it is left out.
+    assert [m.paper.id for m in shown] == [m.paper.id for m in matches if m.paper.id != "2611.00001"]
     assert all(m.resembles is None for m in shown)  # nothing rose because of a liked paper
+    # Papers that merely share a few common words with a dislike stay (protein, KV cache).
+    assert len(shown) == 2
 
 
 def test_suggestions_beyond_topics_only_when_confident_and_labelled():
