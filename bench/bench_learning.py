@@ -61,10 +61,20 @@ def _paper(row: dict) -> Paper:
                  keywords=[], sources=["hf"], github_repo=row.get("github_repo"))
 
 
+def _personas(path: Path) -> list[dict]:
+    try:
+        personas = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"cannot read the personas at {path}: {exc}") from None
+    if not isinstance(personas, list) or not all(isinstance(p, dict) and {"name", "typed_topics", "judgments"} <= p.keys()
+                                                 for p in personas):
+        raise SystemExit(f"{path}: expected a JSON array of personas with name, typed_topics and judgments")
+    return personas
+
+
 def quality(corpus: Path = CORPUS, verbose: bool = False, personas_files: list[Path] | None = None) -> list[dict]:
     papers = [_paper(json.loads(line)) for line in (corpus / "papers.jsonl").read_text().splitlines() if line.strip()]
-    personas = [persona for path in personas_files or [corpus / "personas.json"]
-                for persona in json.loads(path.read_text())]
+    personas = [persona for path in personas_files or [corpus / "personas.json"] for persona in _personas(path)]
     days: dict[date, list[Paper]] = {}
     for paper in papers:
         days.setdefault(paper.edition, []).append(paper)
