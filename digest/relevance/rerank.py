@@ -114,7 +114,18 @@ def rerank(matches: Sequence[Match], total: int, features: EditionFeatures | Non
                 and nearest[i] >= 0):
             match = replace(match, resembles=model.liked_titles[int(nearest[i])])
         shown.append(match)
-    return Top(shown, total + len(suggestions))
+    return Top(shown, total - _left_out(matches, unwanted, features) + len(suggestions))
+
+
+def _left_out(matches: Sequence[Match], unwanted: np.ndarray, features: EditionFeatures) -> int:
+    """How many of the matches are left out, all of them counted (the loop above stops at those that
+    cannot be shown): the digest's "N new papers" and "and N more" count what the reader can get."""
+    rows = np.flatnonzero(unwanted)
+    if not len(rows):
+        return 0
+    # By identity, as for `unread`: the candidates are the matches' own Paper objects in every caller.
+    left_out = {id(features.papers[i]) for i in rows}
+    return sum(map(left_out.__contains__, map(id, map(_PAPER, matches))))
 
 
 def reason(match: Match) -> str:

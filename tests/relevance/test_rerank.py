@@ -103,6 +103,18 @@ def test_papers_much_nearer_a_less_like_this_than_any_liked_one_are_left_out():
     assert all(m.resembles is None for m in shown)  # nothing rose because of a liked paper
     # Papers that merely share a few common words with a dislike stay (protein, KV cache).
     assert len(shown) == 2
+    # The digest's "N new papers" and "and N more" count what the reader can get, not what was left out.
+    assert shown.total == 2
+
+
+def test_a_left_out_match_is_not_counted_even_when_the_digest_has_no_room_for_it():
+    edition = papers_of(AGENTS[1:2] + OTHER + QUANT[1:2], "2611")
+    matches = rank(EditionIndex.build(edition), ["agents OR protein OR video OR inference"])
+    disliked = papers_of(AGENTS[:1] + AGENTS[2:], "2601")
+    shown = rerank(matches, len(matches), EditionFeatures.build(edition), model_of([], disliked),
+                   learn=True, suggest=True, limit=1)
+    assert len(shown) == 1 and shown[0].paper.id != "2611.00001"
+    assert shown.total == len(matches) - 1
 
 
 def test_suggestions_beyond_topics_only_when_confident_and_labelled():
