@@ -15,7 +15,7 @@ from digest.editions import latest_edition
 from digest.errors import DigestError
 from digest.matching import EditionIndex, Match, PreviewTimeout, parse_query, rank
 from digest.models import Delivery, DeliveryStatus, Paper, Subscriber, SubscriberStatus, Suppression, Topic
-from digest.relevance import EditionFeatures, reason, rerank
+from digest.relevance import EditionFeatures, left_out, reason, rerank
 from digest.subscriptions import DEFAULT_MAX_PAPERS, clean_topics, page_limit
 
 
@@ -69,14 +69,24 @@ def preview_topics(session: Session, topics: list[str] | str, limit=DEFAULT_MAX_
     return TopicPreview(edition, [match.paper for match in shown], total, reasons=[reason(m) for m in shown])
 
 
+class Found(list):
+    """A search's matches, in order; `left_out`: (match, why) for each match the reader's "Less like
+    this" keeps out of their digest (a search `--for` a reader only)."""
+
+    def __init__(self, matches, left_out: list[tuple[Match, str]] | None = None) -> None:
+        super().__init__(matches)
+        self.left_out = left_out or []
+
+
 def search(session: Session, query: str, edition: date | None = None, limit: int | None = None,
-           reader: str | None = None) -> list[Match]:
+           reader: str | None = None) -> Found:
     """Every paper of the store (or of one edition) that the query matches, in digest order.
     Raises QueryError before touching the store when the query does not parse.
 
     With `reader` (an email address), in that reader's own order: their model (when they have
     marks and learning on) reorders the matches and says which liked paper each one resembles
-    (`reason(match)` gives the card's words)."""
+    (`reason(match)` gives the card's words), and `left_out` says which matches their marks keep
+    out of their digest and why."""
     topic = parse_query(query).text
     subscriber = None
     if reader is not None:
@@ -90,12 +100,13 @@ def search(session: Session, query: str, edition: date | None = None, limit: int
     matches = rank(EditionIndex.build(papers), [topic])
     model = reader_model(session, subscriber) if subscriber is not None else None
     if model is None:
-        return matches if limit is None else matches[:limit]
+        return Found(matches if limit is None else matches[:limit])
     # The candidates are the matches themselves: a search shows what the query matched, ordered
     # as this reader's digest would order it, not suggestions beyond it.
     features = EditionFeatures.build([match.paper for match in matches])
-    return list(rerank(matches, len(matches), features, model, learn=True, suggest=False,
-                       limit=len(matches) if limit is None else limit))
+    return Found(rerank(matches, len(matches), features, model, learn=True, suggest=False,
+                        limit=len(matches) if limit is None else limit),
+                 left_out(matches, features, model, learn=True))
 
 
 def stats(session: Session) -> dict:

@@ -10,10 +10,10 @@ from digest.cli import main
 from digest.cli.common import sessions
 from digest.read import search as search_papers
 from digest.matching.results import Match
-from digest.relevance import reason
+from digest.relevance import left_out_reason, reason
 
 
-def _as_json(match: Match) -> dict:
+def _as_json(match: Match, why_left_out: str | None = None) -> dict:
     paper = match.paper
     return {
         "id": paper.id,
@@ -27,7 +27,8 @@ def _as_json(match: Match) -> dict:
         "edition": paper.edition.isoformat() if paper.edition else None,
         "url": paper.abs_url,
         "resembles": match.resembles,
-        "reason": reason(match),
+        "reason": reason(match) if why_left_out is None else f"left out: {left_out_reason(why_left_out)}",
+        "left_out": why_left_out is not None,
     }
 
 
@@ -47,9 +48,15 @@ def search(query: str, as_json: bool, edition, limit: int | None, reader: str | 
     with factory() as session:
         matches = search_papers(session, query, edition.date() if edition else None, limit, reader=reader)
         if as_json:
-            click.echo(json.dumps([_as_json(match) for match in matches], ensure_ascii=False, indent=2))
+            found = [_as_json(match) for match in matches] + [_as_json(m, title) for m, title in matches.left_out]
+            click.echo(json.dumps(found, ensure_ascii=False, indent=2))
             return
         for match in matches:
             click.echo(f"{match.score:4.1f}  {match.paper.id}  {match.paper.title}")
             click.echo(f"      {reason(match)}")
         click.echo(f"{len(matches)} paper{'s' if len(matches) != 1 else ''} matched")
+        if matches.left_out:
+            click.echo(f"left out of this reader's digest ({len(matches.left_out)}):")
+            for match, title in matches.left_out:
+                click.echo(f"{match.score:4.1f}  {match.paper.id}  {match.paper.title}")
+                click.echo(f"      {left_out_reason(title)}")

@@ -11,7 +11,7 @@ Pure: it works on the papers it is given (no SQLAlchemy session, no database).
 
 from digest.relevance.features import EditionFeatures, FeatureCache, Window, vectorize
 from digest.relevance.model import ModelCache, ReaderModel, fit, paper_key
-from digest.relevance.rerank import MAX_SUGGESTIONS, reason, rerank, trending
+from digest.relevance.rerank import MAX_SUGGESTIONS, left_out, left_out_reason, reason, rerank, trending
 
 __all__ = [
     "MAX_SUGGESTIONS",
@@ -21,6 +21,8 @@ __all__ = [
     "ReaderModel",
     "Window",
     "fit",
+    "left_out",
+    "left_out_reason",
     "paper_key",
     "reason",
     "rerank",

@@ -50,6 +50,7 @@ class ReaderModel:
     # and its version, so that a paper whose text changed is compared again.
     liked_keys: tuple = ()
     disliked_keys: tuple = ()
+    disliked_titles: tuple[str, ...] = ()
     _thresholds: dict = field(default_factory=dict)  # per edition features (by identity)
 
     @property
@@ -76,6 +77,12 @@ class ReaderModel:
             rows = features.similarities(self.disliked_keys, self.disliked_tf)
             dislike = _pool(rows, rows.argmax(axis=0))
         return like - DISLIKE_WEIGHT * dislike, like, nearest, dislike
+
+    def nearest_disliked(self, features: EditionFeatures) -> np.ndarray:
+        """Per candidate, which disliked paper is nearest to it (an index into `disliked_titles`)."""
+        if not self.disliked:
+            return np.full(len(features.papers), -1, dtype=np.int64)
+        return features.similarities(self.disliked_keys, self.disliked_tf).argmax(axis=0)
 
     def threshold(self, features: EditionFeatures) -> float | None:
         """How similar to a liked paper a candidate must be for a suggestion, in this edition's
@@ -119,7 +126,7 @@ def fit(liked: Sequence, disliked: Sequence, vectors: Callable[[Sequence], sp.cs
     liked_keys = tuple(key(p) for p in liked)
     disliked_keys = tuple(key(p) for p in disliked)
     return ReaderModel(tuple(p.id for p in liked), tuple(p.title for p in liked), tuple(p.id for p in disliked),
-                       vectors, liked_keys, disliked_keys)
+                       vectors, liked_keys, disliked_keys, tuple(p.title for p in disliked))
 
 
 class ModelCache:

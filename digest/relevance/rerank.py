@@ -53,7 +53,7 @@ def rerank(matches: Sequence[Match], total: int, features: EditionFeatures | Non
     if model is None or not learn or features is None or not features.papers:
         return Top(list(matches)[:limit], total)
     scores, like, nearest, dislike = model.scores(features)
-    unwanted = (dislike >= LEFT_OUT_FLOOR) & (dislike > LEFT_OUT_RATIO * like)
+    unwanted = _unwanted(like, dislike)
     position, by_object = features.position, features.object_position
     n = len(matches)
     ids = []  # of matches not among the candidates (by id); the others by row
@@ -115,6 +115,29 @@ def rerank(matches: Sequence[Match], total: int, features: EditionFeatures | Non
             match = replace(match, resembles=model.liked_titles[int(nearest[i])])
         shown.append(match)
     return Top(shown, total - _left_out(matches, unwanted, features) + len(suggestions))
+
+
+def _unwanted(like: np.ndarray, dislike: np.ndarray) -> np.ndarray:
+    return (dislike >= LEFT_OUT_FLOOR) & (dislike > LEFT_OUT_RATIO * like)
+
+
+def left_out(matches: Sequence[Match], features: EditionFeatures | None, model: ReaderModel | None, *,
+             learn: bool) -> list[tuple[Match, str]]:
+    """The matches `rerank` leaves out of this reader's list, each with the title of the "Less like
+    this" paper it is nearest to: why a paper is missing from their digest."""
+    if model is None or not learn or features is None or not features.papers or not model.disliked:
+        return []
+    _, like, _, dislike = model.scores(features)
+    rows = {id(features.papers[i]): i for i in np.flatnonzero(_unwanted(like, dislike))}
+    if not rows:
+        return []
+    nearest = model.nearest_disliked(features)
+    return [(match, model.disliked_titles[int(nearest[rows[id(match.paper)]])])
+            for match in matches if id(match.paper) in rows]
+
+
+def left_out_reason(title: str) -> str:
+    return f'much nearer a paper they marked "Less like this" than any they liked: {title}'
 
 
 def _left_out(matches: Sequence[Match], unwanted: np.ndarray, features: EditionFeatures) -> int:

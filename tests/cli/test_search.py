@@ -118,3 +118,36 @@ def test_search_for_a_reader_shows_their_order_and_why(cli_env, committed_db):
     assert as_json[1]["reason"].startswith("matched: ")
     unknown = run("learning", "--for", "nobody@example.org")
     assert unknown.exit_code != 0 and "no subscriber" in unknown.output
+
+
+def test_search_for_a_reader_says_which_matches_their_less_like_this_left_out(cli_env, committed_db):
+    store(
+        committed_db,
+        {"id": "2611.00231", "title": "Web agents that book travel with tool calls",
+         "abstract": "An agent plans tool calls in a browser to book flights, learning from task rewards."},
+        {"id": "2611.00232", "title": "Learning protein folds with equivariant networks",
+         "abstract": "Equivariant graph networks predict protein structure from sequences."},
+        {"id": "2611.00130", "title": "Agents that learn to book flights in a browser", "edition": date(2026, 11, 1),
+         "abstract": "A browser agent learns tool calls for booking flights and hotels from task rewards."},
+    )
+    with Session(committed_db) as session:
+        reader = make_subscriber(session, "reader@example.org", ["learning"])
+        session.add(Feedback(subscriber_id=reader.id, paper_id="2611.00130", liked=False))
+        session.execute(update(Subscriber).where(Subscriber.id == reader.id).values(feedback_version=1))
+        session.commit()
+    theirs = run("learning", "--edition", "2026-11-26", "--for", "reader@example.org")
+    assert theirs.exit_code == 0, theirs.output
+    lines = theirs.output.splitlines()
+    assert lines[0].endswith("2611.00232  Learning protein folds with equivariant networks")
+    assert "1 paper matched" in lines
+    # The operator asking why a paper is missing from this reader's digest reads it here.
+    at = lines.index("left out of this reader's digest (1):")
+    assert lines[at + 1].endswith("2611.00231  Web agents that book travel with tool calls")
+    assert lines[at + 2] == ("      much nearer a paper they marked \"Less like this\" than any they liked: "
+                             "Agents that learn to book flights in a browser")
+    as_json = json.loads(run("learning", "--edition", "2026-11-26", "--for", "reader@example.org", "--json").output)
+    assert [(item["id"], item["left_out"]) for item in as_json] == [("2611.00232", False), ("2611.00231", True)]
+    assert as_json[1]["reason"].endswith("Agents that learn to book flights in a browser")
+    # Without --for nothing is left out, and nothing says so.
+    everyone = run("learning", "--edition", "2026-11-26")
+    assert "left out" not in everyone.output and everyone.output.splitlines()[-1] == "2 papers matched"
