@@ -260,6 +260,29 @@ class SettingsForm:
 def update_settings(session: Session, subscriber: Subscriber, form: SettingsForm, *, now: datetime | None = None) -> Subscriber:
     """Validate every field first; on any error raise InvalidInput naming all of them, save nothing."""
     now = now or datetime.now(timezone.utc)
+    values = check_settings(form)
+    if "topics" in values:
+        _set_topics(subscriber, values["topics"])
+    if values.get("frequency") is not None:
+        subscriber.frequency = values["frequency"]
+    if values.get("weekday") is not None:
+        subscriber.weekday = values["weekday"]
+    if values.get("hour") is not None:
+        subscriber.delivery_hour = values["hour"]
+    if values.get("timezone") is not None:
+        subscriber.timezone = values["timezone"]
+    if values.get("max_papers") is not None:
+        subscriber.max_papers = values["max_papers"]
+    if form.notify_empty is not None:
+        subscriber.notify_empty = bool(form.notify_empty)
+    _schedule(subscriber, now)
+    session.flush()
+    return subscriber
+
+
+def check_settings(form: SettingsForm) -> dict:
+    """Every field of the form checked, nothing written: the values to save, or InvalidInput naming
+    every bad field (a page can refuse a form before it asks anyone anything on its behalf)."""
     errors: dict[str, str] = {}
     topic_errors: list[tuple[str, str]] = []
     values: dict = {}
@@ -293,24 +316,7 @@ def update_settings(session: Session, subscriber: Subscriber, form: SettingsForm
         failure = TopicErrors(topic_errors) if topic_errors else InvalidInput(errors)
         failure.errors.update(errors)
         raise failure
-
-    if "topics" in values:
-        _set_topics(subscriber, values["topics"])
-    if values.get("frequency") is not None:
-        subscriber.frequency = values["frequency"]
-    if values.get("weekday") is not None:
-        subscriber.weekday = values["weekday"]
-    if values.get("hour") is not None:
-        subscriber.delivery_hour = values["hour"]
-    if values.get("timezone") is not None:
-        subscriber.timezone = values["timezone"]
-    if values.get("max_papers") is not None:
-        subscriber.max_papers = values["max_papers"]
-    if form.notify_empty is not None:
-        subscriber.notify_empty = bool(form.notify_empty)
-    _schedule(subscriber, now)
-    session.flush()
-    return subscriber
+    return values
 
 
 def unsubscribe(session: Session, subscriber: Subscriber, *, now: datetime | None = None) -> Subscriber:

@@ -219,18 +219,29 @@ async def save_settings(request: Request, link: Link = link_to("settings")):
     choices = {k: form.get(k) == "on" for k in ("learn_from_feedback", "suggest_beyond_topics")}
     liked = subs.read_liked_lines(str(form.get("liked", "")))
 
+    def refused(session, subscriber, exc: subs.InvalidInput):
+        shown = {**values, **choices, "liked": str(form.get("liked", ""))}
+        return _settings_page(request, session, subscriber, link.token, shown, _form_errors(exc), 422)
+
+    def check():
+        subs.check_single_line_fields(form.multi_items(), frozenset({"topics", "liked"}))
+        subs.check_settings(subs.SettingsForm(**values))
+
     def work():
-        with link.open(request, read_only=True):
-            pass  # the link's row is checked before arXiv is asked anything on its behalf
+        # The link's row and the form are checked before arXiv is asked anything on their behalf.
+        with link.open(request, read_only=True) as (session, subscriber):
+            try:
+                check()
+            except subs.InvalidInput as exc:
+                return refused(session, subscriber, exc)
         # Papers the store lacks are looked up on arXiv now, with no transaction open.
         lookup = subs.look_up_liked(request.app.state.sessions, liked, settings_of(request))
         with link.open(request) as (session, subscriber):
             try:
-                subs.check_single_line_fields(form.multi_items(), frozenset({"topics", "liked"}))
+                check()
                 subs.update_settings(session, subscriber, subs.SettingsForm(**values))
             except subs.InvalidInput as exc:  # validated before any write: nothing to undo
-                shown = {**values, **choices, "liked": str(form.get("liked", ""))}
-                return _settings_page(request, session, subscriber, link.token, shown, _form_errors(exc), 422)
+                return refused(session, subscriber, exc)
             subs.save_choices(session, subscriber, learn=choices["learn_from_feedback"],
                               suggest=choices["suggest_beyond_topics"])
             try:

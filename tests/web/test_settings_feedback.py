@@ -214,6 +214,15 @@ def test_a_bad_topic_saves_nothing_not_even_the_papers_you_like(client, session,
     assert paper.id in answer.text.split('id="liked"')[1].split("</textarea>")[0]  # what was typed stays
 
 
+def test_a_form_refused_for_a_bad_topic_asks_arxiv_nothing(client, session, reader, arxiv_api):
+    answer = save(client, reader, topics='"unclosed', liked="2402.01234")
+    assert answer.status_code == 422 and "Nothing was saved" in answer.text
+    # The page is refused whatever arXiv says: asking it would only cost the reader a wait.
+    assert [r for r in arxiv_api.requests if r["path"] == "/api/query"] == []
+    assert "2402.01234" in answer.text.split('id="liked"')[1].split("</textarea>")[0]
+    assert session.get(Paper, "2402.01234") is None
+
+
 def test_the_two_choices_are_on_by_default_and_saved(client, session, reader):
     url = path(settings_url(reader, client.local_settings))
     page = client.get(url).text
