@@ -21,6 +21,15 @@ def store(engine, *papers: dict) -> None:
         session.commit()
 
 
+def reader_who_marked(engine, paper_id: str, *, liked: bool) -> None:
+    """reader@example.org, topic "learning", who marked one paper (learning on, as by default)."""
+    with Session(engine) as session:
+        reader = make_subscriber(session, "reader@example.org", ["learning"])
+        session.add(Feedback(subscriber_id=reader.id, paper_id=paper_id, liked=liked))
+        session.execute(update(Subscriber).where(Subscriber.id == reader.id).values(feedback_version=1))
+        session.commit()
+
+
 def run(*args):
     return CliRunner().invoke(main, ["search", *args])
 
@@ -99,11 +108,7 @@ def test_search_for_a_reader_shows_their_order_and_why(cli_env, committed_db):
         {"id": "2611.00120", "title": "How transformers learn in context", "edition": date(2026, 11, 1),
          "abstract": "In-context learning of regression by transformers from prompt examples."},
     )
-    with Session(committed_db) as session:
-        reader = make_subscriber(session, "reader@example.org", ["learning"])
-        session.add(Feedback(subscriber_id=reader.id, paper_id="2611.00120", liked=True))
-        session.execute(update(Subscriber).where(Subscriber.id == reader.id).values(feedback_version=1))
-        session.commit()
+    reader_who_marked(committed_db, "2611.00120", liked=True)
     everyone = run("learning", "--edition", "2026-11-26")
     assert everyone.exit_code == 0, everyone.output
     assert everyone.output.splitlines()[0].endswith("2611.00221  Robot learning for grasping")
@@ -130,11 +135,7 @@ def test_search_for_a_reader_says_which_matches_their_less_like_this_left_out(cl
         {"id": "2611.00130", "title": "Agents that learn to book flights in a browser", "edition": date(2026, 11, 1),
          "abstract": "A browser agent learns tool calls for booking flights and hotels from task rewards."},
     )
-    with Session(committed_db) as session:
-        reader = make_subscriber(session, "reader@example.org", ["learning"])
-        session.add(Feedback(subscriber_id=reader.id, paper_id="2611.00130", liked=False))
-        session.execute(update(Subscriber).where(Subscriber.id == reader.id).values(feedback_version=1))
-        session.commit()
+    reader_who_marked(committed_db, "2611.00130", liked=False)
     theirs = run("learning", "--edition", "2026-11-26", "--for", "reader@example.org")
     assert theirs.exit_code == 0, theirs.output
     lines = theirs.output.splitlines()
