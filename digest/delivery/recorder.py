@@ -149,6 +149,7 @@ class Recorder:
         if self._waiting is None:
             return
         delivery_id, self._waiting = self._waiting, None
+        self._until_answered()
         error = sqlstate = None
         while (result := self._pgconn.get_result()) is not None:
             if result.status != pq.ExecStatus.COMMAND_OK and error is None:
@@ -160,6 +161,14 @@ class Recorder:
             except RuntimeError:  # refused, not lost: never written again
                 self.unconfirmed.pop(delivery_id, None)
                 raise
+
+    def _until_answered(self) -> None:
+        """Wait for PostgreSQL's answer in select(), which lets the process's other threads run
+        (dispatch, the builders' results coming in): libpq's get_result waits holding the GIL."""
+        self._pgconn.consume_input()
+        while self._pgconn.is_busy():
+            select_module.select([self._pgconn.socket], [], [])
+            self._pgconn.consume_input()
 
     # ---------------------------------------------------------------- riding out an outage
 

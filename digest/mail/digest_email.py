@@ -117,7 +117,7 @@ class EditionRenderer:
         # boundaries, the rank sits on the first line and the feedback links on whole lines of
         # their own, which the text template is checked for here (and each bound card in
         # _card_pieces).
-        self._encoded_rests: dict[Fragment, tuple[str, str, str] | tuple[()]] = {}
+        self._encoded_rests: dict[Fragment, tuple[str, str, str, dict[str, str]] | tuple[()]] = {}
         self._encode_piecewise = self._cards_on_whole_lines(self._digest_text)
 
     # Cards are the same for every subscriber but for rank, highlights, reason and feedback links.
@@ -242,15 +242,20 @@ class EditionRenderer:
             pieces = self._encoded_rests[card] = self._card_pieces(card)
         if not pieces:
             return quoted_printable(text)
-        first_rest, shared, tail = pieces
+        first_rest, shared, tail, first_lines = pieces
         if feedback_qp is None:
             feedback_qp = quoted_printable(feedback, remember=False) if feedback else ""
-        return quoted_printable(card.literals[0] + rank + first_rest) + shared + feedback_qp + tail
+        # The first line differs only by the rank, and a card recurs at the same few ranks.
+        first = first_lines.get(rank)
+        if first is None:
+            first = first_lines[rank] = quoted_printable(card.literals[0] + rank + first_rest)
+        return first + shared + feedback_qp + tail
 
     @staticmethod
-    def _card_pieces(card: Fragment) -> tuple[str, str, str] | tuple[()]:
-        """(the rest of the first line, the shared lines encoded, the closing lines encoded), or ()
-        when the bound card does not have that shape (then each message encodes it whole)."""
+    def _card_pieces(card: Fragment) -> tuple[str, str, str, dict[str, str]] | tuple[()]:
+        """(the rest of the first line, the shared lines encoded, the closing lines encoded, the
+        first line encoded by rank, filled as ranks come), or () when the bound card does not have
+        that shape (then each message encodes it whole)."""
         if card.names != ("rank", "feedback") or "\n" in card.literals[0]:
             return ()
         middle, tail = card.literals[1], card.literals[2]
@@ -258,7 +263,7 @@ class EditionRenderer:
         if not cut or not middle.endswith("\n") or (tail and not tail.endswith("\n")):
             return ()
         shared = middle[cut:]
-        return (middle[:cut], quoted_printable(shared) if shared else "", quoted_printable(tail) if tail else "")
+        return (middle[:cut], quoted_printable(shared) if shared else "", quoted_printable(tail) if tail else "", {})
 
     @staticmethod
     def _feedback_literals(part: Fragment) -> tuple[str, str, str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -145,10 +145,12 @@ class EditionFeatures:
             seen = set(self._similarities)
         keys, rows = [], []
         for model in models:
-            for model_keys, tf in ((model.liked_keys, model.liked_tf), (model.disliked_keys, model.disliked_tf)):
+            # The rows are read only for a model with a paper not compared yet: most readers' marks
+            # were all compared for an earlier reader, and assembling their rows is the cost.
+            for model_keys, rows_of in ((model.liked_keys, _liked_tf), (model.disliked_keys, _disliked_tf)):
                 if all(key in seen for key in model_keys):
                     continue
-                for key, row in zip(model_keys, matrix_rows(tf)):
+                for key, row in zip(model_keys, matrix_rows(rows_of(model))):
                     if key not in seen:
                         seen.add(key)
                         keys.append(key)
@@ -156,13 +158,16 @@ class EditionFeatures:
         if keys:
             self.similarities(keys, rows_matrix(rows))
 
-    def similarities(self, paper_ids: Sequence, tf: sp.csr_matrix) -> np.ndarray:
+    def similarities(self, paper_ids: Sequence, tf: sp.csr_matrix | Callable[[], sp.csr_matrix]) -> np.ndarray:
         """Cosine similarity of each given paper (rows of `tf`, under their keys `paper_ids`) to
         every candidate: an array (len(paper_ids), len(papers)). Papers already compared with
-        this edition are not compared again."""
+        this edition are not compared again. `tf` may be a function that returns the rows: it is
+        then called only when a paper was not compared yet (the rows cost more than the lookup)."""
         with self.lock:
             todo = [i for i, pid in enumerate(paper_ids) if pid not in self._similarities]
         if todo:
+            if callable(tf):
+                tf = tf()
             rows = self.weigh(tf[todo]) @ self._columns
             dense = rows.toarray().astype(np.float32, copy=False)
             with self.lock:
@@ -191,5 +196,26 @@ class Window:
         for part in self.parts:
             part.prepare(models)
 
-    def similarities(self, paper_ids: Sequence, tf: sp.csr_matrix) -> np.ndarray:
+    def similarities(self, paper_ids: Sequence, tf: sp.csr_matrix | Callable[[], sp.csr_matrix]) -> np.ndarray:
+        if callable(tf):  # the rows once for every part that needs them
+            tf = _once(tf)
         return np.hstack([part.similarities(paper_ids, tf) for part in self.parts])
+
+
+def _once(make: Callable[[], sp.csr_matrix]) -> Callable[[], sp.csr_matrix]:
+    kept: list = []
+
+    def rows() -> sp.csr_matrix:
+        if not kept:
+            kept.append(make())
+        return kept[0]
+
+    return rows
+
+
+def _liked_tf(model) -> sp.csr_matrix:
+    return model.liked_tf
+
+
+def _disliked_tf(model) -> sp.csr_matrix:
+    return model.disliked_tf

@@ -69,12 +69,13 @@ class ReaderModel:
         like = np.zeros(n, dtype=np.float32)
         nearest = np.full(n, -1, dtype=np.int64)
         dislike = np.zeros(n, dtype=np.float32)
+        # The rows only if a paper was not compared with the edition yet (prepare() did the batch's).
         if self.liked:
-            rows = features.similarities(self.liked_keys, self.liked_tf)
+            rows = features.similarities(self.liked_keys, lambda: self.liked_tf)
             nearest = rows.argmax(axis=0)
             like = _pool(rows, nearest)
         if self.disliked:
-            rows = features.similarities(self.disliked_keys, self.disliked_tf)
+            rows = features.similarities(self.disliked_keys, lambda: self.disliked_tf)
             dislike = _pool(rows, rows.argmax(axis=0))
         return like - DISLIKE_WEIGHT * dislike, like, nearest, dislike
 

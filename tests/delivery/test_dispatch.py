@@ -186,3 +186,32 @@ def test_the_first_dispatch_after_install_leaves_no_statistics_of_an_empty_table
     report = dispatch(session_factory(committed_db), settings, Queue(), now=NOW)
     assert report.created == 30
     assert known_rows() == 30
+
+
+@pytest.mark.postgres_only
+def test_the_first_dispatch_after_install_analyzes_a_table_never_analyzed(committed_db, settings):
+    """Never analyzed (before autovacuum's first pass), PostgreSQL knows the table's size but not
+    how many rows are pending: it guesses a few, and plans each claim as a scan of every pending
+    row through the status index. Dispatch analyzes it once the first rows exist."""
+    from sqlalchemy import text
+    from sqlalchemy.orm import Session
+
+    from digest.db import session_factory
+
+    with Session(committed_db) as session:
+        make_paper(session, edition=EDITION)
+        for n in range(30):
+            due_subscriber(session, email=f"s{n}@example.org")
+        session.commit()
+    with committed_db.connect() as connection:  # as on a new install: no statistics at all
+        connection.execute(text("UPDATE pg_class SET reltuples = -1 WHERE oid = 'deliveries'::regclass"))
+        connection.commit()
+
+    def known_rows() -> float:
+        with committed_db.connect() as connection:
+            return connection.scalar(text("SELECT reltuples FROM pg_class WHERE oid = 'deliveries'::regclass"))
+
+    assert known_rows() == -1
+    report = dispatch(session_factory(committed_db), settings, Queue(), now=NOW)
+    assert report.created == 30
+    assert known_rows() == 30
