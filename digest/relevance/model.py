@@ -83,7 +83,7 @@ class ReaderModel:
         """Per candidate, which disliked paper is nearest to it (an index into `disliked_titles`)."""
         if not self.disliked:
             return np.full(len(features.papers), -1, dtype=np.int64)
-        return features.similarities(self.disliked_keys, self.disliked_tf).argmax(axis=0)
+        return features.similarities(self.disliked_keys, lambda: self.disliked_tf).argmax(axis=0)
 
     def threshold(self, features: EditionFeatures) -> float | None:
         """How similar to a liked paper a candidate must be for a suggestion, in this edition's
