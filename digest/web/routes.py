@@ -237,8 +237,7 @@ async def save_settings(request: Request, link: Link = link_to("settings")):
         # Papers the store lacks are looked up on arXiv now, with no transaction open.
         lookup = subs.look_up_liked(request.app.state.sessions, liked, settings_of(request))
         with link.open(request) as (session, subscriber):
-            try:
-                check()
+            try:  # the form was checked above; update_settings checks its fields again before writing
                 subs.update_settings(session, subscriber, subs.SettingsForm(**values))
             except subs.InvalidInput as exc:  # validated before any write: nothing to undo
                 return refused(session, subscriber, exc)
